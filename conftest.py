@@ -1,0 +1,46 @@
+"""Test settings in one place: Hypothesis profiles, quiet TensorFlow, threads for 2 cores.
+
+Profiles: ``dev`` (default: 100 examples per property, random, with Hypothesis'
+example database), ``ci`` (100 examples, derandomized so a CI log is reproducible; chosen
+automatically when CI=true), ``thorough`` (1,000 examples). Choose one with
+``--hypothesis-profile NAME`` or ``DANET_PARITY_PROFILE=NAME``.
+"""
+
+import os
+
+# Before TensorFlow or PyTorch is imported anywhere.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+THREADS = os.environ.setdefault("DANET_PARITY_THREADS", "2")
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", THREADS)
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", THREADS)
+
+import torch  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+torch.set_num_threads(int(THREADS))
+
+_COMMON = dict(
+    deadline=None,  # the first call of a Keras layer traces
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile("dev", max_examples=100, **_COMMON)
+settings.register_profile("ci", max_examples=100, derandomize=True, database=None, **_COMMON)
+settings.register_profile("thorough", max_examples=1000, **_COMMON)
+
+_default = "ci" if os.environ.get("CI", "").lower() in ("1", "true", "yes") else "dev"
+settings.load_profile(os.environ.get("DANET_PARITY_PROFILE", _default))
+
+
+def pytest_report_header(config):
+    import keras
+    import tensorflow as tf
+
+    return [
+        f"danet-parity: hypothesis profile {settings.get_current_profile_name()!r}, "
+        f"{settings().max_examples} examples per property, derandomize={settings().derandomize}",
+        f"danet-parity: torch {torch.__version__}, tensorflow {tf.__version__}, "
+        f"keras {keras.__version__} (backend {keras.backend.backend()}), {THREADS} threads",
+    ]

@@ -1,0 +1,43 @@
+"""Parity as an assertion, for pytest and Hypothesis: a failure says what and how to replay."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from parity.compare import describe_failures
+from parity.engine import Checker, ExampleReport
+from parity.spec import BUILTIN_PAIRS, ModulePair
+from parity.strategies import Example
+
+
+class ParityFailure(AssertionError):
+    """The port's error on some tensor exceeds what the tolerance policy allows."""
+
+    def __init__(self, report: ExampleReport):
+        self.report = report
+        super().__init__(
+            f"{report.pair}: the port differs from the reference on {report.example}\n"
+            + describe_failures(report.comparisons)
+        )
+        self.add_note(f"Replay: {replay_command(report.pair, report.example)}")
+
+
+def replay_command(pair_name: str, example: Example) -> str:
+    if pair_name in BUILTIN_PAIRS:
+        return f"parity check {pair_name} --example {example.to_text()}"
+    return f"Checker(pair).check(Example.from_text({example.to_text()!r}))"
+
+
+@cache
+def checker_for(pair: ModulePair) -> Checker:
+    """One Checker per pair and process, so its modules and layers are reused."""
+    return Checker(pair)
+
+
+def assert_parity(pair: ModulePair, example: Example, *, gradients: bool = True) -> ExampleReport:
+    """Check one example; raise ParityFailure if any tensor is off. Returns the report."""
+    __tracebackhide__ = True
+    report = checker_for(pair).check(example, gradients=gradients)
+    if not report.passed:
+        raise ParityFailure(report)
+    return report

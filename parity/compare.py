@@ -1,0 +1,175 @@
+"""The tolerance policy: a port is judged against float64 truth, relative to the reference.
+
+For every tensor compared (an output, or a gradient), with ``truth`` the reference run in
+float64 and ``reference`` the same reference run in float32 on the same float32 inputs::
+
+    e_ref   = max|reference - truth| / scale
+    e_port  = max|port      - truth| / scale
+    e_noise = max|noisy - truth| / scale, the largest over a few noisy runs
+    pass  iff  e_port <= FACTOR * max(e_ref, FLOOR_ULPS * eps32, e_noise)
+
+``noisy`` is the float64 reference run with every intermediate result rounded at random to
+float32's precision (``parity.rounding``): the error a faithful float32 computation makes
+in any summation order. It matters where a tensor comes out of a heavy cancellation (the
+gradient w.r.t. ``query_conv.bias`` at small input scales, the gradient w.r.t. ``gamma``):
+there the float32 reference's own error is small by luck, and a fixed number of ulps of a
+tiny result is no floor at all.
+
+``scale`` is max|truth| of the tensor. A tensor whose truth is zero at float32 resolution
+of its layer (every |truth| below eps32 times the largest |truth| among the gradients of
+the same layer; ``key_conv.bias`` is one: softmax ignores the per-row constant it adds) is
+scaled by its layer's gradients instead, so float32 noise on an exact zero is judged as
+noise, not as an infinite relative error. A layer whose true gradients are all zero (query
+and key when H*W = 1: a softmax over one position has no gradient) is scaled by the largest
+tensor of the example.
+
+FACTOR and FLOOR_ULPS were chosen from measurements (README, "Tolerance policy").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from parity.rounding import EPS32
+
+
+@dataclass(frozen=True)
+class TolerancePolicy:
+    factor: float = 10.0
+    floor_ulps: float = 4.0
+
+    @property
+    def floor(self) -> float:
+        return self.floor_ulps * EPS32
+
+
+DEFAULT_POLICY = TolerancePolicy()
+
+
+@dataclass(frozen=True)
+class TensorComparison:
+    """How one tensor of the port compares with the truth, next to the reference."""
+
+    name: str
+    shape: tuple[int, ...]
+    max_abs_error: float  # max|port - truth|
+    relative_error: float  # e_port
+    reference_error: float  # e_ref
+    ratio: float  # e_port / max(e_ref, floor): the port's error in units of the reference's
+    allowed_ratio: float  # the policy's factor
+    floor: float  # max(FLOOR_ULPS * eps32, e_noise)
+    worst_index: tuple[int, ...]  # of max|port - truth|, in the reference's layout
+    mismatched: int  # elements whose error exceeds what the policy allows
+    scale: float
+    passed: bool
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def scale_group(name: str) -> str:
+    """Tensors normalised together: the gradients of one layer's parameters."""
+    if name.startswith("grad[") and name.endswith("]"):
+        parameter = name[len("grad[") : -1]
+        if "." in parameter:
+            return "grad[" + parameter.rsplit(".", 1)[0] + ".*]"
+    return name
+
+
+def _scales(truth: Mapping[str, np.ndarray]) -> dict[str, float]:
+    own = {name: float(np.max(np.abs(t), initial=0.0)) for name, t in truth.items()}
+    group_scale: dict[str, float] = {}
+    for name, value in own.items():
+        group = scale_group(name)
+        group_scale[group] = max(group_scale.get(group, 0.0), value)
+    largest = max(own.values(), default=0.0)
+    scales = {}
+    for name, value in own.items():
+        group = group_scale[scale_group(name)]
+        if group == 0:  # the whole layer's true gradient is zero: judge it by the example's scale
+            scales[name] = largest
+        elif value >= EPS32 * group:
+            scales[name] = value
+        else:
+            scales[name] = group
+    return scales
+
+
+def _relative(error: float, scale: float) -> float:
+    if scale > 0:
+        return error / scale
+    return 0.0 if error == 0 else float("inf")
+
+
+def compare(
+    truth: Mapping[str, np.ndarray],
+    reference: Mapping[str, np.ndarray],
+    port: Mapping[str, np.ndarray],
+    policy: TolerancePolicy = DEFAULT_POLICY,
+    *,
+    rounding_noise: Sequence[Mapping[str, np.ndarray]] = (),
+) -> list[TensorComparison]:
+    """Compare every tensor of ``truth`` (all in the reference's layout).
+
+    ``rounding_noise`` holds runs of the reference under simulated float32 rounding (see
+    the module docstring); without them the floor is FLOOR_ULPS alone.
+    """
+    scales = _scales(truth)
+    comparisons = []
+    for name, true in truth.items():
+        true = np.asarray(true, dtype=np.float64)
+        ref = np.asarray(reference[name], dtype=np.float64)
+        got = np.asarray(port[name], dtype=np.float64)
+        if got.shape != true.shape:
+            raise ValueError(
+                f"{name}: the port's shape {got.shape} differs from the reference's "
+                f"{true.shape} (after conversion to the reference's layout)"
+            )
+        port_diff = np.abs(got - true)
+        if not np.all(np.isfinite(got)):
+            port_diff = np.where(np.isfinite(got), port_diff, np.inf)
+        worst = np.unravel_index(np.argmax(port_diff), port_diff.shape) if true.size else ()
+        max_abs = float(port_diff[worst]) if true.size else 0.0
+        e_port = _relative(max_abs, scales[name])
+        e_ref = _relative(float(np.max(np.abs(ref - true), initial=0.0)), scales[name])
+        e_floor = policy.floor
+        for noisy in rounding_noise:
+            moved = np.abs(np.asarray(noisy[name], dtype=np.float64) - true)
+            e_floor = max(e_floor, _relative(float(np.max(moved, initial=0.0)), scales[name]))
+        allowed_error = policy.factor * max(e_ref, e_floor)
+        ratio = e_port / max(e_ref, e_floor)
+        comparisons.append(
+            TensorComparison(
+                name=name,
+                shape=tuple(true.shape),
+                max_abs_error=max_abs,
+                relative_error=e_port,
+                reference_error=e_ref,
+                ratio=ratio,
+                allowed_ratio=policy.factor,
+                floor=e_floor,
+                worst_index=tuple(int(i) for i in worst),
+                mismatched=int(np.count_nonzero(port_diff > allowed_error * scales[name])),
+                scale=scales[name],
+                passed=bool(ratio <= policy.factor),
+            )
+        )
+    return comparisons
+
+
+def describe_failures(comparisons: list[TensorComparison]) -> str:
+    """One line per failing tensor, naming where its worst element is."""
+    lines = []
+    for c in comparisons:
+        if c.passed:
+            continue
+        lines.append(
+            f"{c.name}: error {c.relative_error:.3g} of scale {c.scale:.3g} is "
+            f"{c.ratio:.3g}x the reference's own (allowed {c.allowed_ratio:g}x); "
+            f"{c.mismatched} of {int(np.prod(c.shape))} elements off, max abs error "
+            f"{c.max_abs_error:.3g} at index {c.worst_index} of shape {c.shape}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,268 @@
+"""Weight and activation layouts between PyTorch and Keras, converted strictly.
+
+PyTorch stores convolution kernels as OIHW and activations as NCHW; Keras stores kernels as
+HWIO whatever the data format, and activations as NHWC (``channels_last``) or NCHW
+(``channels_first``). Every conversion here is an explicit transpose followed by an exact
+shape check: nothing is ever reshaped to make shapes fit, because a reshape that fits can
+silently scramble a wrong layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+class StateDictMismatchError(ValueError):
+    """A state_dict that does not fit a layer: missing, unexpected or mis-shaped entries."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one parameter is laid out on each side, and the permutation between them."""
+
+    name: str
+    torch_layout: str
+    keras_layout: str
+    to_keras_axes: tuple[int, ...] | None = None  # None: same array on both sides
+
+    def keras_shape(self, torch_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if self.to_keras_axes is None:
+            return tuple(torch_shape)
+        return tuple(torch_shape[axis] for axis in self.to_keras_axes)
+
+    def torch_shape(self, keras_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if self.to_keras_axes is None:
+            return tuple(keras_shape)
+        return tuple(keras_shape[axis] for axis in np.argsort(self.to_keras_axes))
+
+    def to_keras(self, array: np.ndarray) -> np.ndarray:
+        if self.to_keras_axes is None:
+            return np.asarray(array)
+        return np.transpose(array, self.to_keras_axes)
+
+    def to_torch(self, array: np.ndarray) -> np.ndarray:
+        if self.to_keras_axes is None:
+            return np.asarray(array)
+        return np.transpose(array, np.argsort(self.to_keras_axes))
+
+    def describe(self) -> str:
+        return f"PyTorch {self.torch_layout} -> Keras {self.keras_layout}"
+
+
+CONV_KERNEL = Layout(
+    "conv kernel", "OIHW (out, in, kH, kW)", "HWIO (kH, kW, in, out)", (2, 3, 1, 0)
+)
+VECTOR = Layout("vector", "(n,)", "(n,)")
+
+
+@dataclass(frozen=True)
+class ScalarLayout(Layout):
+    """A PyTorch one-element parameter (``gamma``, shape (1,)) held as a Keras scalar."""
+
+    def keras_shape(self, torch_shape):
+        if tuple(torch_shape) != (1,):
+            return None  # no Keras scalar fits: reported as a mismatch
+        return ()
+
+    def torch_shape(self, keras_shape):
+        return (1,)
+
+    def to_keras(self, array):
+        return np.asarray(array).reshape(())
+
+    def to_torch(self, array):
+        return np.asarray(array).reshape((1,))
+
+
+SCALAR = ScalarLayout("scalar", "(1,)", "()")
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One reference parameter bound to one Keras variable through a layout."""
+
+    torch_key: str
+    variable: Any  # keras.Variable
+    layout: Layout
+
+    @property
+    def keras_shape(self) -> tuple[int, ...]:
+        return tuple(self.variable.shape)
+
+    @property
+    def keras_path(self) -> str:
+        return self.variable.path
+
+
+# ---------------------------------------------------------------------------------------
+# Which Keras variable holds which reference parameter, per layer class.
+
+_BINDERS: dict[type, Callable[[Any], list[Binding]]] = {}
+
+
+def register_bindings(layer_class: type):
+    """Register ``binder(layer) -> list[Binding]`` for a layer class and its subclasses."""
+
+    def decorator(binder):
+        _BINDERS[layer_class] = binder
+        return binder
+
+    return decorator
+
+
+def conv_bindings(prefix: str, conv, *, bias: bool = True) -> list[Binding]:
+    """A Keras Conv2D bound to PyTorch's ``{prefix}.weight`` and ``{prefix}.bias``."""
+    bindings = [Binding(f"{prefix}.weight", conv.kernel, CONV_KERNEL)]
+    if bias:
+        bindings.append(Binding(f"{prefix}.bias", conv.bias, VECTOR))
+    return bindings
+
+
+def bindings_for(layer) -> list[Binding]:
+    """The bindings of a built layer whose class (or a base class) is registered."""
+    for cls in type(layer).__mro__:
+        if cls in _BINDERS:
+            if not layer.built:
+                raise ValueError(
+                    f"Layer {layer.name!r} is not built, so it has no weights to convert "
+                    "yet. Call it once on an input, or call layer.build(input_shape), first."
+                )
+            return _BINDERS[cls](layer)
+    raise TypeError(
+        f"No weight bindings are registered for {type(layer).__name__}; known layers: "
+        f"{sorted(c.__name__ for c in _BINDERS)}. Pass bindings=... explicitly."
+    )
+
+
+def _register_bundled_layers() -> None:
+    from impl_keras import ChannelAttention, PositionAttention
+
+    @register_bindings(PositionAttention)
+    def _pam(layer):
+        return [
+            *conv_bindings("query_conv", layer.query_conv),
+            *conv_bindings("key_conv", layer.key_conv),
+            *conv_bindings("value_conv", layer.value_conv),
+            Binding("gamma", layer.gamma, SCALAR),
+        ]
+
+    @register_bindings(ChannelAttention)
+    def _cam(layer):
+        return [Binding("gamma", layer.gamma, SCALAR)]
+
+
+_register_bundled_layers()
+
+
+# ---------------------------------------------------------------------------------------
+# State dicts in and out.
+
+
+def to_numpy(value) -> np.ndarray:
+    """A torch tensor (any device, any grad state) or array-like as a NumPy array."""
+    if hasattr(value, "detach"):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def state_dict_arrays(source) -> dict[str, np.ndarray]:
+    """A torch module or a mapping of tensors/arrays as ``{key: ndarray}``."""
+    if hasattr(source, "state_dict"):
+        source = source.state_dict()
+    if not isinstance(source, Mapping):
+        raise TypeError(
+            "Expected a torch.nn.Module or a mapping of parameter names to tensors. "
+            f"Received: {type(source).__name__}"
+        )
+    return {key: to_numpy(value) for key, value in source.items()}
+
+
+def _check_shapes(bindings: Iterable[Binding], arrays: Mapping[str, np.ndarray], prefix: str):
+    problems = []
+    for binding in bindings:
+        key = prefix + binding.torch_key
+        torch_shape = tuple(arrays[key].shape)
+        expected = binding.layout.keras_shape(torch_shape)
+        if expected != binding.keras_shape:
+            problems.append(
+                f"{key!r}: shape {torch_shape} does not fit Keras weight "
+                f"{binding.keras_path!r} of shape {binding.keras_shape}: expected "
+                f"{binding.layout.torch_shape(binding.keras_shape)} "
+                f"(layout {binding.layout.describe()})"
+            )
+    return problems
+
+
+def load_state_dict(
+    layer,
+    source,
+    *,
+    prefix: str = "",
+    bindings: list[Binding] | None = None,
+    ignore: Iterable[str] = (),
+) -> list[Binding]:
+    """Copy a PyTorch state_dict (or module) into a built Keras layer's weights.
+
+    Strict: every bound key must be present with the shape its layout implies, and every key
+    under ``prefix`` must be bound (except those named in ``ignore``); otherwise nothing is
+    written and a StateDictMismatchError lists every problem. Returns the bindings used.
+    """
+    bindings = bindings_for(layer) if bindings is None else bindings
+    arrays = state_dict_arrays(source)
+    ignored = {prefix + key for key in ignore}
+    expected = {prefix + b.torch_key for b in bindings}
+    present = {key for key in arrays if key.startswith(prefix)} - ignored
+    problems = [
+        f"missing key {key!r} (Keras weight {b.keras_path!r}, shape {b.keras_shape})"
+        for b in bindings
+        if (key := prefix + b.torch_key) not in arrays
+    ]
+    problems += [
+        f"unexpected key {key!r} of shape {tuple(arrays[key].shape)}"
+        for key in sorted(present - expected)
+    ]
+    if not problems:
+        problems = _check_shapes(bindings, arrays, prefix)
+    if problems:
+        raise StateDictMismatchError(
+            f"state_dict does not fit layer {layer.name!r} ({type(layer).__name__}): "
+            + "; ".join(problems)
+        )
+    for binding in bindings:
+        value = binding.layout.to_keras(arrays[prefix + binding.torch_key])
+        binding.variable.assign(np.asarray(value, dtype=binding.variable.dtype))
+    return bindings
+
+
+def export_state_dict(
+    layer, *, prefix: str = "", bindings: list[Binding] | None = None
+) -> dict[str, np.ndarray]:
+    """A Keras layer's weights as a PyTorch-layout state_dict of NumPy arrays."""
+    bindings = bindings_for(layer) if bindings is None else bindings
+    return {prefix + b.torch_key: b.layout.to_torch(to_numpy(b.variable.numpy())) for b in bindings}
+
+
+# ---------------------------------------------------------------------------------------
+# Activations.
+
+
+def nchw_to_nhwc(array: np.ndarray) -> np.ndarray:
+    return np.transpose(array, (0, 2, 3, 1))
+
+
+def nhwc_to_nchw(array: np.ndarray) -> np.ndarray:
+    return np.transpose(array, (0, 3, 1, 2))
+
+
+def to_data_format(nchw: np.ndarray, data_format: str) -> np.ndarray:
+    """A reference-layout (NCHW) activation as the port's data format expects it."""
+    return nchw_to_nhwc(nchw) if data_format == "channels_last" else np.asarray(nchw)
+
+
+def from_data_format(array: np.ndarray, data_format: str) -> np.ndarray:
+    """A port activation back in the reference layout (NCHW)."""
+    return nhwc_to_nchw(array) if data_format == "channels_last" else np.asarray(array)

@@ -1,0 +1,198 @@
+"""Float32 rounding noise, simulated in float64: Monte Carlo arithmetic on the reference.
+
+The float64 reference is run again while every operation, forward and backward, rounds its
+result at random at float32's precision: each result is multiplied by (1 + d) with d
+uniform in [-eps32, eps32] (Parker's Monte Carlo arithmetic). A reduction (a sum, a matrix
+product, a convolution and its gradients) is modelled as float32 computes it in the worst
+common order, one term after another, each partial sum rounded: a result sum(t_k) comes
+out as sum(t_k * (1 + D_k)) with D_k the sum of the roundings of the partial sums that
+t_k is part of. Fused kernels whose internal sums matter (softmax and its gradient) are
+expanded into their steps.
+
+How far this run lands from the truth is the error a faithful float32 port may make in any
+summation order. It is large exactly where the float32 reference's own error is small by
+luck: a result that comes out of heavy cancellation (the gradient w.r.t. ``query_conv.bias``
+at small input scales, the gradient w.r.t. ``gamma``), or a long reduction that PyTorch
+accumulates in float64 on the CPU and TensorFlow in float32. ``parity.compare`` uses it as
+the floor of the tolerance.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
+
+EPS32 = float(np.finfo(np.float32).eps)
+
+# Operations whose float32 result is exact (selection, sign, data movement, constants):
+# perturbing them would model rounding that float32 does not do.
+_EXACT = {
+    "abs",
+    "alias",
+    "amax",
+    "amin",
+    "cat",
+    "clone",
+    "constant_pad_nd",
+    "copy",
+    "copy_",
+    "detach",
+    "empty",
+    "empty_like",
+    "empty_strided",
+    "expand",
+    "fill",
+    "fill_",
+    "full",
+    "full_like",
+    "gather",
+    "index",
+    "index_select",
+    "lift_fresh",
+    "max",
+    "max_pool2d",
+    "min",
+    "neg",
+    "new_empty",
+    "new_empty_strided",
+    "new_full",
+    "new_ones",
+    "new_zeros",
+    "ones",
+    "ones_like",
+    "permute",
+    "relu",
+    "scalar_tensor",
+    "select",
+    "slice",
+    "squeeze",
+    "stack",
+    "t",
+    "threshold_backward",
+    "transpose",
+    "unsqueeze",
+    "view",
+    "_unsafe_view",
+    "where",
+    "zero_",
+    "zeros",
+    "zeros_like",
+    "_to_copy",
+    "_reshape_alias",
+    "reshape",
+}
+
+
+def _returns_alias(func) -> bool:
+    schema = func._schema
+    return schema.is_mutable or any(r.alias_info is not None for r in schema.returns)
+
+
+class Float32RoundingNoise(TorchDispatchMode):
+    """Within this mode, float64 operations round at random as float32 would (see module
+    docstring). Use it around a float64 forward and backward."""
+
+    def __init__(self, seed: int, relative: float = EPS32):
+        super().__init__()
+        self.relative = relative
+        self.generator = torch.Generator().manual_seed(seed)
+
+    # -- the two noise models -----------------------------------------------------------
+    def _uniform(self, shape, dtype):
+        u = torch.rand(shape, generator=self.generator, dtype=dtype)
+        return self.relative * (2.0 * u - 1.0)
+
+    def _round(self, value):
+        """One rounding of every element."""
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            return value
+        return value * (1.0 + self._uniform(value.shape, value.dtype))
+
+    def _chain(self, shape, dtype):
+        """1 + D for the terms of a sequential sum laid out in ``shape`` (row-major)."""
+        count = int(np.prod(shape))
+        partial_sum_roundings = self._uniform((count,), dtype)
+        after = torch.flip(torch.cumsum(torch.flip(partial_sum_roundings, (0,)), 0), (0,))
+        product_roundings = self._uniform((count,), dtype)
+        return (1.0 + after + product_roundings).reshape(shape)
+
+    # -- reductions -----------------------------------------------------------------------
+    def _sum(self, x, dim=None, keepdim=False, dtype=None):
+        dims = list(range(x.dim())) if dim is None or len(dim) == 0 else [d % x.dim() for d in dim]
+        chain_shape = [x.shape[d] if d in dims else 1 for d in range(x.dim())]
+        return torch.sum(
+            x * self._chain(chain_shape, x.dtype), dim=dims, keepdim=keepdim, dtype=dtype
+        )
+
+    def _matmul(self, func, a, b):
+        return func(a * self._chain((a.shape[-1],), a.dtype), b)
+
+    def _convolution(self, x, weight, bias, stride, padding, dilation, transposed, *rest):
+        if transposed:
+            return None
+        noisy = weight * self._chain((1, *weight.shape[1:]), weight.dtype)
+        return torch.ops.aten.convolution(
+            x, noisy, bias, stride, padding, dilation, transposed, *rest
+        )
+
+    def _convolution_backward(
+        self,
+        grad_out,
+        x,
+        weight,
+        bias_sizes,
+        stride,
+        padding,
+        dilation,
+        transposed,
+        output_padding,
+        groups,
+        mask,
+    ):
+        if transposed:
+            return None
+        conv_backward = torch.ops.aten.convolution_backward
+        args = (bias_sizes, stride, padding, dilation, transposed, output_padding, groups)
+        by_position = grad_out * self._chain(
+            (grad_out.shape[0], 1, *grad_out.shape[2:]), grad_out.dtype
+        )
+        by_output = weight * self._chain((weight.shape[0], 1, *weight.shape[2:]), weight.dtype)
+        grad_input = conv_backward(grad_out, x, by_output, *args, [mask[0], False, False])[0]
+        grad_weight = conv_backward(by_position, x, weight, *args, [False, mask[1], False])[1]
+        grad_bias = torch.sum(by_position, dim=[0, 2, 3]) if mask[2] else None
+        return grad_input, grad_weight, grad_bias
+
+    # -- fused kernels, expanded ------------------------------------------------------------
+    def _softmax(self, x, dim, half_to_float=False):
+        shifted = self._round(x - torch.amax(x, dim=dim, keepdim=True))
+        exp = self._round(torch.exp(shifted))
+        return self._round(exp / self._sum(exp, [dim], keepdim=True))
+
+    def _softmax_backward(self, grad, out, dim, input_dtype):
+        row = self._sum(self._round(grad * out), [dim], keepdim=True)
+        return self._round(self._round(grad - row) * out)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func.overloadpacket.__name__
+        handled = None
+        if name == "sum" and args[0].is_floating_point():
+            handled = self._sum(*args, **kwargs)
+        elif name in ("bmm", "mm") and not kwargs:
+            handled = self._matmul(func, *args)
+        elif name == "convolution" and not kwargs:
+            handled = self._convolution(*args)
+        elif name == "convolution_backward" and not kwargs:
+            handled = self._convolution_backward(*args)
+        elif name == "_softmax":
+            handled = self._softmax(*args, **kwargs)
+        elif name == "_softmax_backward_data":
+            handled = self._softmax_backward(*args, **kwargs)
+        if handled is not None:
+            return handled
+        out = func(*args, **kwargs)
+        if name in _EXACT or _returns_alias(func):
+            return out
+        return tree_map(self._round, out)

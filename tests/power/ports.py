@@ -1,0 +1,259 @@
+"""Ports planted for the suite to judge: buggy ones it must reject, faithful ones it must pass.
+
+Each buggy port is one bug seen in published DANet ports, on top of the bundled layer (so
+its weights convert as the bundled layer's do); each faithful one computes the same
+function another way. All are channels-last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from keras import ops
+
+from impl_keras import ChannelAttention, PositionAttention
+from parity.layout import CONV_KERNEL, Binding, Layout, bindings_for
+
+
+def _positions(x):
+    """(batch, H, W, C) -> (batch, N, C): the right flattening."""
+    b, h, w, c = ops.shape(x)
+    return ops.reshape(x, (b, h * w, c))
+
+
+def _transpose(x):
+    return ops.transpose(x, (0, 2, 1))
+
+
+class _PAM(PositionAttention):
+    """The bundled PAM split into steps, so that a port can change one of them."""
+
+    def qkv(self, x):
+        return tuple(
+            _positions(conv(x)) for conv in (self.query_conv, self.key_conv, self.value_conv)
+        )
+
+    def energy(self, query, key):
+        return ops.matmul(query, _transpose(key))  # (batch, N, N)
+
+    def attend(self, energy):
+        return ops.softmax(energy, axis=-1)
+
+    def mix(self, attention, value):
+        return ops.matmul(attention, value)  # (batch, N, C)
+
+    def combine(self, out, x):
+        return self.gamma * ops.reshape(out, ops.shape(x)) + x
+
+    def call(self, x):
+        query, key, value = self.qkv(x)
+        return self.combine(self.mix(self.attend(self.energy(query, key)), value), x)
+
+
+class _CAM(ChannelAttention):
+    """The bundled CAM split into steps."""
+
+    def energy(self, features):
+        return ops.matmul(_transpose(features), features)  # (batch, C, C)
+
+    def attend(self, energy):
+        return ops.softmax(ops.max(energy, axis=-1, keepdims=True) - energy, axis=-1)
+
+    def mix(self, attention, features):
+        return ops.matmul(features, _transpose(attention))  # (batch, N, C)
+
+    def combine(self, out, x):
+        return self.gamma * ops.reshape(out, ops.shape(x)) + x
+
+    def call(self, x):
+        features = _positions(x)
+        return self.combine(self.mix(self.attend(self.energy(features)), features), x)
+
+
+# -- buggy: PAM ---------------------------------------------------------------------------
+
+
+class PAMReadsNHWCAsNCHW(_PAM):
+    """`B, C, H, W` unpacked on an NHWC tensor: reshapes (B, H, W, C) to (B, C, N)."""
+
+    def qkv(self, x):
+        b, h, w, _ = ops.shape(x)
+
+        def as_cn(t):
+            return ops.reshape(t, (b, ops.shape(t)[-1], h * w))
+
+        query, key, value = (
+            as_cn(conv(x)) for conv in (self.query_conv, self.key_conv, self.value_conv)
+        )
+        return _transpose(query), _transpose(key), value  # "NCHW" value kept as (B, C, N)
+
+    def mix(self, attention, value):
+        return ops.matmul(value, _transpose(attention))  # (B, C, N) reshaped as if NHWC
+
+
+class PAMSoftmaxWrongAxis(_PAM):
+    def attend(self, energy):
+        return ops.softmax(energy, axis=1)
+
+
+class PAMAttentionUntransposed(_PAM):
+    def mix(self, attention, value):
+        return ops.matmul(_transpose(attention), value)
+
+
+class PAMQueryKeySwapped(_PAM):
+    def energy(self, query, key):
+        return ops.matmul(key, _transpose(query))
+
+
+class PAMNoResidual(_PAM):
+    def combine(self, out, x):
+        return self.gamma * ops.reshape(out, ops.shape(x))
+
+
+class PAMGradientBlocked(_PAM):
+    """Forward exact; no gradient flows through the attention weights."""
+
+    def attend(self, energy):
+        return ops.stop_gradient(super().attend(energy))
+
+
+class PAMFloat16Attention(_PAM):
+    def attend(self, energy):
+        return ops.cast(ops.softmax(ops.cast(energy, "float16"), axis=-1), energy.dtype)
+
+
+class PAMMixesBatch(_PAM):
+    """Attention over the positions of the whole batch: right only when batch == 1."""
+
+    def call(self, x):
+        b, h, w, _c = ops.shape(x)
+        query, key, value = self.qkv(x)
+        flat = [ops.reshape(t, (1, b * h * w, ops.shape(t)[-1])) for t in (query, key, value)]
+        out = self.mix(self.attend(self.energy(flat[0], flat[1])), flat[2])
+        return self.combine(out, x)
+
+
+# -- buggy: CAM ---------------------------------------------------------------------------
+
+
+class CAMReadsNHWCAsNCHW(_CAM):
+    def call(self, x):
+        b, h, w, c = ops.shape(x)
+        features = _transpose(ops.reshape(x, (b, c, h * w)))  # scrambled, then "(B, N, C)"
+        return self.combine(self.mix(self.attend(self.energy(features)), features), x)
+
+
+class CAMSoftmaxWrongAxis(_CAM):
+    def attend(self, energy):
+        return ops.softmax(ops.max(energy, axis=-1, keepdims=True) - energy, axis=1)
+
+
+class CAMAttentionUntransposed(_CAM):
+    def mix(self, attention, features):
+        return ops.matmul(features, attention)
+
+
+class CAMWithoutMaxMinus(_CAM):
+    def attend(self, energy):
+        return ops.softmax(energy, axis=-1)
+
+
+class CAMNoResidual(_CAM):
+    def combine(self, out, x):
+        return self.gamma * ops.reshape(out, ops.shape(x))
+
+
+class CAMGradientBlocked(_CAM):
+    def attend(self, energy):
+        return ops.stop_gradient(super().attend(energy))
+
+
+class CAMFloat16Attention(_CAM):
+    def attend(self, energy):
+        return ops.cast(super().attend(ops.cast(energy, "float16")), energy.dtype)
+
+
+class CAMMixesBatch(_CAM):
+    """One Gram matrix summed over the batch: right only when batch == 1."""
+
+    def energy(self, features):
+        gram = ops.einsum("bnc,bnd->cd", features, features)
+        return ops.broadcast_to(gram, (ops.shape(features)[0], *ops.shape(gram)))
+
+
+# -- buggy: the converter -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ReshapedKernel(Layout):
+    """OIHW reshaped to HWIO instead of transposed: shapes fit, values scramble."""
+
+    def to_keras(self, array):
+        o, i, kh, kw = array.shape
+        return array.reshape(kh, kw, i, o)
+
+    def to_torch(self, array):
+        kh, kw, i, o = array.shape
+        return array.reshape(o, i, kh, kw)
+
+
+RESHAPED_KERNEL = _ReshapedKernel(
+    "reshaped kernel", CONV_KERNEL.torch_layout, CONV_KERNEL.keras_layout, CONV_KERNEL.to_keras_axes
+)
+WRONG_AXES_KERNEL = Layout(
+    "HWOI kernel", CONV_KERNEL.torch_layout, "HWOI (kH, kW, out, in)", (2, 3, 0, 1)
+)
+
+
+def bindings_with_kernel_layout(layout: Layout):
+    """The bundled bindings, with every convolution kernel converted through ``layout``."""
+
+    def bindings(layer):
+        return [
+            Binding(b.torch_key, b.variable, layout) if b.layout is CONV_KERNEL else b
+            for b in bindings_for(layer)
+        ]
+
+    return bindings
+
+
+# -- faithful -----------------------------------------------------------------------------
+
+
+class PAMEinsum(_PAM):
+    def energy(self, query, key):
+        return ops.einsum("bnc,bmc->bnm", query, key)
+
+    def mix(self, attention, value):
+        return ops.einsum("bnm,bmc->bnc", attention, value)
+
+
+class PAMRowChunked(_PAM):
+    """Attention computed for 7 query rows at a time; the last chunk is the remainder."""
+
+    chunk = 7
+
+    def call(self, x):
+        query, key, value = self.qkv(x)
+        n = query.shape[1]
+        chunks = [
+            self.mix(self.attend(self.energy(query[:, i : i + self.chunk], key)), value)
+            for i in range(0, n, self.chunk)
+        ]
+        return self.combine(ops.concatenate(chunks, axis=1), x)
+
+
+class CAMEinsum(_CAM):
+    def energy(self, features):
+        return ops.einsum("bnc,bnd->bcd", features, features)
+
+    def mix(self, attention, features):
+        return ops.einsum("bcd,bnd->bnc", attention, features)
+
+
+class CAMSoftmaxOfNegativeEnergy(_CAM):
+    """softmax(rowmax - E) == softmax(-E): the max-minus step is only a shift."""
+
+    def attend(self, energy):
+        return ops.softmax(-energy, axis=-1)

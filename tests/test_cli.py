@@ -1,0 +1,52 @@
+"""The ``parity`` command, run as a user runs it."""
+
+import subprocess
+import sys
+
+import pytest
+
+from parity.cli import main
+
+
+def test_check_prints_a_table_per_module_and_passes(capsys):
+    assert main(["check", "pam", "cam", "--examples", "5"]) == 0
+    out = capsys.readouterr().out
+    for module in ("pam", "cam"):
+        assert f"{module}: 5 examples" in out
+        assert f"{module}: pass" in out
+    assert "grad[query_conv.weight]" in out and "grad[gamma]" in out
+
+
+def test_replaying_one_example(capsys):
+    assert main(["check", "cam", "--example", "2,17,3,1,0.05,7"]) == 0
+    assert "cam: 1 examples" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["check", "sam"], "unknown module 'sam'"),
+        (["check", "--examples", "0"], "must be at least 1, got 0"),
+        (["check", "--example", "1,2"], "Expected 6 comma-separated values"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_clear_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from importlib.metadata import entry_points; "
+            "print([e.value for e in entry_points(group='console_scripts', name='parity')])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "parity.cli:main" in result.stdout
