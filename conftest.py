@@ -19,6 +19,10 @@ os.environ.setdefault("OMP_NUM_THREADS", THREADS)
 import torch  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
+from parity.quiet import import_keras_quietly  # noqa: E402
+
+import_keras_quietly()
+
 torch.set_num_threads(int(THREADS))
 
 _COMMON = dict(

@@ -3,34 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
 import time
 import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+from parity.quiet import import_keras_quietly
 
 EXIT_PARITY, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
-
-
-@contextlib.contextmanager
-def _native_stderr_silenced():
-    """TensorFlow's C++ side logs to fd 2 while it loads, before any log level applies."""
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # stderr replaced (e.g. under pytest)
-        yield
-        return
-    saved, devnull = os.dup(fd), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, fd)
-    try:
-        yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
-        os.close(devnull)
 
 
 class _Tally:
@@ -155,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Softmax over one position (PAM on 1x1, CAM with one channel) is expected here.
     warnings.filterwarnings("ignore", message="You are using a softmax over axis")
-    with _native_stderr_silenced():
-        from parity.spec import BUILTIN_PAIRS
+    import_keras_quietly()
+    from parity.spec import BUILTIN_PAIRS
 
     unknown = [name for name in args.modules if name not in BUILTIN_PAIRS]
     if unknown:
