@@ -38,6 +38,29 @@ _default = "ci" if os.environ.get("CI", "").lower() in ("1", "true", "yes") else
 settings.load_profile(os.environ.get("DANET_PARITY_PROFILE", _default))
 
 
+def pytest_addoption(parser):
+    group = parser.getgroup("danet-parity", "checking your own port")
+    group.addoption(
+        "--port",
+        default=os.environ.get("DANET_PARITY_PORT"),
+        metavar="[pam=|cam=]MODULE:FACTORY",
+        help="run the parity properties against this port instead of the bundled one "
+        "(env DANET_PARITY_PORT); the module is detected when not named",
+    )
+    group.addoption(
+        "--weight-map",
+        default=os.environ.get("DANET_PARITY_WEIGHT_MAP"),
+        metavar="FILE.json",
+        help="reference parameter -> port weight path for --port (env DANET_PARITY_WEIGHT_MAP)",
+    )
+    group.addoption(
+        "--port-data-format",
+        default=os.environ.get("DANET_PARITY_DATA_FORMAT"),
+        choices=["channels_last", "channels_first"],
+        help="the layout --port reads and writes (env DANET_PARITY_DATA_FORMAT)",
+    )
+
+
 def pytest_report_header(config):
     import keras
     import tensorflow as tf
@@ -47,4 +70,5 @@ def pytest_report_header(config):
         f"{settings().max_examples} examples per property, derandomize={settings().derandomize}",
         f"danet-parity: torch {torch.__version__}, tensorflow {tf.__version__}, "
         f"keras {keras.__version__} (backend {keras.backend.backend()}), {THREADS} threads",
+        f"danet-parity: port under test: {config.getoption('port') or 'bundled (impl_keras)'}",
     ]

@@ -13,18 +13,22 @@ from parity.strategies import Example
 class ParityFailure(AssertionError):
     """The port's error on some tensor exceeds what the tolerance policy allows."""
 
-    def __init__(self, report: ExampleReport):
+    def __init__(self, report: ExampleReport, pair: ModulePair | None = None):
         self.report = report
         super().__init__(
             f"{report.pair}: the port differs from the reference on {report.example}\n"
             + describe_failures(report.comparisons)
         )
-        self.add_note(f"Replay: {replay_command(report.pair, report.example)}")
+        if pair is not None:
+            self.add_note(f"Replay: {replay_command(pair, report.example)}")
 
 
-def replay_command(pair_name: str, example: Example) -> str:
-    if pair_name in BUILTIN_PAIRS:
-        return f"parity check {pair_name} --example {example.to_text()}"
+def replay_command(pair: ModulePair, example: Example) -> str:
+    """The ``parity check`` command that reruns ``example``, or the Python call for a pair
+    the command cannot name."""
+    if pair.name in BUILTIN_PAIRS:
+        flags = f" {pair.origin}" if pair.origin else ""
+        return f"parity check {pair.name}{flags} --example {example.to_text()}"
     return f"Checker(pair).check(Example.from_text({example.to_text()!r}))"
 
 
@@ -39,5 +43,5 @@ def assert_parity(pair: ModulePair, example: Example, *, gradients: bool = True)
     __tracebackhide__ = True
     report = checker_for(pair).check(example, gradients=gradients)
     if not report.passed:
-        raise ParityFailure(report)
+        raise ParityFailure(report, pair)
     return report

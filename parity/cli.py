@@ -1,91 +1,41 @@
-"""The ``parity`` command: check a port against the reference and print what was found."""
+"""The ``parity`` command: check a Keras port against the PyTorch reference.
+
+Exit status: 0 parity holds; 1 the port fails (a counterexample, a crash, or weights that
+cannot be mapped); 2 the check could not run (bad arguments, a port that cannot be
+imported, a factory that raises).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from parity.quiet import import_keras_quietly
 
 EXIT_PARITY, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
 
 
-class _Tally:
-    """The worst of each tensor over all examples of one module."""
-
-    def __init__(self):
-        self.worst = {}
-        self.examples = 0
-
-    def add(self, report):
-        self.examples += 1
-        for c in report.comparisons:
-            if c.name not in self.worst or c.ratio > self.worst[c.name].ratio:
-                self.worst[c.name] = c
+class UsageError(Exception):
+    """The check cannot run; the message is one line for the user."""
 
 
-def _table(module: str, tally: _Tally, policy) -> str:
-    rows = [
-        f"{module}: {tally.examples} examples; a tensor passes when its error against float64 "
-        f"truth is at most {policy.factor:g}x the reference's own (or the float32 floor)",
-        f"  {'tensor':<28} {'worst ratio':>11} {'port error':>10} {'ref error':>10}  result",
-    ]
-    for c in tally.worst.values():
-        rows.append(
-            f"  {c.name:<28} {c.ratio:>11.3g} {c.relative_error:>10.2e} "
-            f"{c.reference_error:>10.2e}  {'pass' if c.passed else 'FAIL'}"
-        )
-    return "\n".join(rows)
+# -- argument parsing ------------------------------------------------------------------------
 
 
-def _check_module(pair, args, out) -> bool:
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis import seed as hypothesis_seed
-
-    import parity.strategies as pst
-    from parity.assertions import ParityFailure, assert_parity, checker_for, replay_command
-    from parity.compare import describe_failures
-
-    tally = _Tally()
-    started = time.perf_counter()
-    if args.example is not None:
-        report = checker_for(pair).check(args.example)
-        tally.add(report)
-        print(_table(pair.name, tally, checker_for(pair).policy), file=out)
-        if not report.passed:
-            print(describe_failures(report.comparisons), file=out)
-        return report.passed
-
-    @hypothesis_seed(args.seed)
-    @settings(
-        max_examples=args.examples,
-        database=None,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
-    @given(pst.examples(min_channels=pair.min_channels, max_channels=pair.max_channels))
-    def parity_property(example):
-        tally.add(assert_parity(pair, example))
-
+def _positive(text: str) -> int:
     try:
-        parity_property()
-    except ParityFailure as failure:
-        report = failure.report
-        print(_table(pair.name, tally, checker_for(pair).policy), file=out)
-        print(
-            f"{pair.name}: FAIL. Minimal counterexample: batch={report.example.batch}, "
-            f"channels={report.example.channels}, H={report.example.height}, "
-            f"W={report.example.width}, scale={report.example.scale}, seed={report.example.seed}",
-            file=out,
-        )
-        print(describe_failures(report.comparisons), file=out)
-        print(f"Replay: {replay_command(pair.name, report.example)}", file=out)
-        return False
-    print(_table(pair.name, tally, checker_for(pair).policy), file=out)
-    print(f"{pair.name}: pass ({time.perf_counter() - started:.1f} s)", file=out)
-    return True
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _example(text: str):
@@ -97,29 +47,46 @@ def _example(text: str):
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="parity", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="parity",
+        description="Prove that a Keras port computes what its PyTorch reference computes.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser(
         "check",
-        help="check the Keras port against the PyTorch reference on random examples",
-        description="Check the bundled Keras port against the PyTorch reference: outputs "
-        "and gradients (input and every parameter) on random shapes, scales and weights.",
+        help="check a Keras port against the PyTorch reference on random examples",
+        description="Check a Keras port (the bundled one, or yours with --port) against the "
+        "PyTorch reference: outputs and gradients (input and every parameter) on random "
+        "shapes, scales and weights. Exit 0: parity holds; 1: the port fails; 2: the check "
+        "could not run.",
     )
     check.add_argument(
         "modules", nargs="*", metavar="MODULE", help="pam and/or cam (default: both)"
     )
     check.add_argument(
-        "--examples", type=_positive, default=100, help="examples per module (default 100)"
+        "--port",
+        metavar="MODULE:FACTORY",
+        help="your port: FACTORY(channels) returns a Keras layer or a function of a Keras tensor",
     )
-    check.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default 0)")
+    check.add_argument(
+        "--weight-map",
+        metavar="FILE.json",
+        help='reference parameter -> port weight path, e.g. {"query_conv.weight": "pam/q/kernel"}',
+    )
+    check.add_argument(
+        "--spec",
+        metavar="MODULE:PAIR",
+        help="check a module pair of your own (a parity.spec.ModulePair)",
+    )
+    check.add_argument("--examples", type=_positive, default=100, help="examples per module (100)")
+    check.add_argument("--seed", type=int, default=0, help="Hypothesis seed (0)")
+    check.add_argument(
+        "--data-format",
+        choices=["channels_last", "channels_first"],
+        help="the layout your port reads and writes (default channels_last)",
+    )
+    check.add_argument("--report", metavar="DIR", help="write report.json and pictures here")
     check.add_argument(
         "--example",
         type=_example,
@@ -129,19 +96,359 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# -- what to check -----------------------------------------------------------------------------
+
+
+def _pairs(args) -> list:
+    from parity.ports import PortLoadError, import_target, load_factory
+    from parity.spec import BUILTIN_PAIRS, ModulePair, with_port
+    from parity.weight_map import WeightMapError, read_weight_map
+
+    if args.spec:
+        if args.modules:
+            raise UsageError("give either --spec or module names, not both")
+        try:
+            pair = import_target(args.spec, "--spec", "PAIR")
+        except PortLoadError as error:
+            raise UsageError(str(error)) from None
+        if not isinstance(pair, ModulePair):
+            raise UsageError(f"--spec {args.spec} is a {type(pair).__name__}, not a ModulePair")
+        pairs = [pair]
+    else:
+        unknown = [name for name in args.modules if name not in BUILTIN_PAIRS]
+        if unknown:
+            raise UsageError(
+                f"unknown module {unknown[0]!r}; expected one of {sorted(BUILTIN_PAIRS)}"
+            )
+        pairs = [BUILTIN_PAIRS[name] for name in (args.modules or BUILTIN_PAIRS)]
+    if args.port is None:
+        if args.weight_map or args.data_format:
+            raise UsageError("--weight-map and --data-format describe a port: give --port too")
+        return pairs
+    if len(pairs) != 1:
+        raise UsageError("--port checks one module: name it (parity check pam --port ...)")
+    try:
+        factory = load_factory(args.port)
+        weight_map = read_weight_map(args.weight_map) if args.weight_map else None
+    except (PortLoadError, WeightMapError) as error:
+        raise UsageError(str(error)) from None
+    return [with_port(pairs[0], factory, weight_map=weight_map, data_format=args.data_format)]
+
+
+def _report_directory(args) -> Path | None:
+    if args.report is None:
+        return None
+    directory = Path(args.report)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(
+            f"cannot write the report directory {args.report}: {error.strerror}"
+        ) from None
+    if not os.access(directory, os.W_OK):
+        raise UsageError(f"cannot write the report directory {args.report}: permission denied")
+    return directory
+
+
+def replay_command(args, module: str, example) -> str:
+    parts = ["parity check"]
+    parts.append(f"--spec {args.spec}" if args.spec else module)
+    if args.port:
+        parts.append(f"--port {args.port}")
+    if args.weight_map:
+        parts.append(f"--weight-map {args.weight_map}")
+    if args.data_format:
+        parts.append(f"--data-format {args.data_format}")
+    parts.append(f"--example {example.to_text()}")
+    return " ".join(parts)
+
+
+# -- running one module ----------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    module: str
+    examples_run: int = 0
+    worst: dict = field(default_factory=dict)  # tensor name -> TensorComparison
+    worst_example: object = None
+    worst_ratio: float = -1.0
+    counterexample: object = None
+    failure: str = ""
+    report: object = None  # ExampleReport of the counterexample (or the worst example)
+
+    @property
+    def passed(self) -> bool:
+        return self.counterexample is None and not self.failure
+
+    def add(self, report):
+        self.examples_run += 1
+        for c in report.comparisons:
+            if c.name not in self.worst or c.ratio > self.worst[c.name].ratio:
+                self.worst[c.name] = c
+        if report.worst().ratio > self.worst_ratio:
+            self.worst_ratio, self.worst_example = report.worst().ratio, report.example
+
+
+class Progress:
+    """Examples done of N, on one updated line when stderr is a terminal."""
+
+    def __init__(self, module: str, total: int, stream):
+        self.module, self.total, self.stream = module, total, stream
+        self.done = 0
+        self.live = stream.isatty()
+        self.last_step = 0
+
+    def tick(self):
+        self.done += 1
+        if self.live:
+            self.stream.write(
+                f"\r{self.module}: {min(self.done, self.total)}/{self.total} examples"
+            )
+            self.stream.flush()
+        elif self.done <= self.total:
+            step = 5 * self.done // self.total  # a line every 20%
+            if step > self.last_step:
+                self.last_step = step
+                print(f"{self.module}: {self.done}/{self.total} examples", file=self.stream)
+
+    def shrinking(self):
+        if self.live:
+            self.stream.write(f"\r{self.module}: failed; shrinking to a minimal example...   ")
+            self.stream.flush()
+        else:
+            print(f"{self.module}: failed; shrinking to a minimal example", file=self.stream)
+
+    def close(self):
+        if self.live:
+            self.stream.write("\n")
+
+
+def _check_examples(pair, args, outcome: Outcome, progress: Progress):
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as hypothesis_seed
+
+    from parity.assertions import ParityFailure, checker_for
+    from parity.ports import PortError
+
+    checker = checker_for(pair)
+    failed = []
+
+    def check(example):
+        try:
+            report = checker.check(example, forward_first=bool(failed))
+        except PortError as error:
+            error.example = example
+            raise
+        if not report.passed:
+            raise ParityFailure(report)
+        return report
+
+    if args.example is not None:
+        try:
+            outcome.add(check(args.example))
+        except ParityFailure as failure:
+            outcome.add(failure.report)
+            outcome.counterexample = args.example
+        except PortError as error:
+            outcome.counterexample, outcome.failure = args.example, str(error)
+        return
+
+    @hypothesis_seed(args.seed)
+    @settings(
+        max_examples=args.examples,
+        database=None,
+        deadline=None,
+        derandomize=False,
+        report_multiple_bugs=False,
+        # No explain phase: it reruns the failure a hundred times to say which argument
+        # could vary; the diagnosis says more, for a fraction of that.
+        phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(pair.examples())
+    def parity_property(example):
+        if not failed:
+            progress.tick()
+        try:
+            outcome.add(check(example))
+        except (ParityFailure, PortError):
+            if not failed:
+                failed.append(True)
+                progress.shrinking()
+            raise
+
+    try:
+        parity_property()
+    except ParityFailure as failure:
+        outcome.counterexample = failure.report.example
+        for c in failure.report.comparisons:
+            if c.name not in outcome.worst or c.ratio > outcome.worst[c.name].ratio:
+                outcome.worst[c.name] = c
+    except PortError as error:
+        outcome.counterexample, outcome.failure = getattr(error, "example", None), str(error)
+
+
+def _preflight(checker, outcome: Outcome) -> None:
+    """Build the port once and bind its weights before any example: a port that cannot
+    hold the weights fails the same way on every example, so there is nothing to shrink;
+    a bad weight map is a usage error."""
+    from parity.ports import PortError
+    from parity.strategies import Example
+
+    pair = checker.pair
+    channels = max(pair.min_channels, min(16, pair.max_channels))
+    example = Example(2, channels, 3, 5, 1.0, 0)
+    x = checker.example_data(example).x.astype("float32")
+    if pair.data_format == "channels_last":
+        x = x.transpose(0, 2, 3, 1)
+    try:
+        checker.bindings(checker.port(channels, x), channels)
+    except PortError as error:
+        if not str(error).startswith("the port raised"):  # a crash: find its minimal shape
+            outcome.counterexample, outcome.failure = example, str(error)
+
+
+def _table(outcome: Outcome, policy) -> str:
+    rows = [
+        f"{outcome.module}: {outcome.examples_run} examples passed; a tensor passes when its error "
+        f"against float64 truth is at most {policy.factor:g}x the reference's own (or the "
+        "float32 floor)",
+        f"  {'tensor':<28} {'worst ratio':>11} {'port error':>10} {'ref error':>10}  result",
+    ]
+    for c in outcome.worst.values():
+        rows.append(
+            f"  {c.name:<28} {c.ratio:>11.3g} {c.relative_error:>10.2e} "
+            f"{c.reference_error:>10.2e}  {'pass' if c.passed else 'FAIL'}"
+        )
+    return "\n".join(rows)
+
+
+def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
+    from parity.assertions import checker_for
+    from parity.diagnose import diagnose
+    from parity.ports import PortLoadError
+    from parity.weight_map import WeightMapError
+
+    out = out or sys.stdout
+    outcome = Outcome(pair.name)
+    progress = Progress(pair.name, 1 if args.example is not None else args.examples, sys.stderr)
+    started = time.perf_counter()
+    checker = checker_for(pair)
+    try:
+        _preflight(checker, outcome)
+        if not outcome.failure:
+            _check_examples(pair, args, outcome, progress)
+    except (PortLoadError, WeightMapError) as error:
+        progress.close()
+        raise UsageError(f"{pair.name}: {error}") from None
+    progress.close()
+    if outcome.worst:
+        print(_table(outcome, checker.policy), file=out)
+    diagnosis = None
+    if outcome.passed:
+        print(f"{pair.name}: pass ({time.perf_counter() - started:.1f} s)", file=out)
+    else:
+        example = outcome.counterexample
+        print(f"{pair.name}: FAIL", file=out)
+        if example is not None:
+            print(
+                f"Minimal counterexample: batch={example.batch}, channels={example.channels}, "
+                f"H={example.height}, W={example.width}, scale={example.scale}, "
+                f"seed={example.seed}",
+                file=out,
+            )
+        if outcome.failure:
+            print(outcome.failure, file=out)
+        if example is not None:
+            if not outcome.failure:
+                from parity.compare import describe_failures
+
+                outcome.report = checker.check(example, keep=True)
+                print(describe_failures(outcome.report.comparisons), file=out)
+            diagnosis = diagnose(checker, example)
+            if not diagnosis.restates_error:
+                print(diagnosis.text(), file=out)
+            print(f"Replay: {replay_command(args, pair.name, example)}", file=out)
+    if report_dir is not None:
+        path = _write_report(pair, args, report_dir, outcome, diagnosis, checker)
+        print(f"{pair.name}: report written to {path}", file=out)
+    return outcome.passed
+
+
+def _write_report(pair, args, report_dir, outcome, diagnosis, checker) -> Path:
+    from parity import report as reporting
+    from parity.ports import PortError
+
+    directory = report_dir / pair.name
+    directory.mkdir(parents=True, exist_ok=True)
+    example_report = outcome.report
+    if example_report is None and outcome.passed and outcome.worst_example is not None:
+        example_report = checker.check(outcome.worst_example, keep=True)
+    pictures = []
+    if example_report is not None and example_report.truth is not None:
+        verdict = "pass" if outcome.passed else "FAIL"
+        title = f"{pair.name} {verdict} on {example_report.example.to_text()}"
+        pictures = reporting.draw_pictures(example_report, directory, title, residual=pair.residual)
+    weight_map = {}
+    try:
+        example = outcome.counterexample or outcome.worst_example
+        if example is not None:
+            x = checker.example_data(example).x
+            if pair.data_format == "channels_last":
+                x = x.transpose(0, 2, 3, 1)
+            instance = checker.port(example.channels, x.astype("float32"))
+            weight_map = {
+                b.torch_key: b.variable.path for b in checker.bindings(instance, example.channels)
+            }
+    except PortError:
+        pass
+    counterexample = outcome.counterexample
+    report = reporting.build_report(
+        module=pair.name,
+        port=args.port or (args.spec or "bundled"),
+        data_format=pair.data_format,
+        passed=outcome.passed,
+        examples_run=outcome.examples_run,
+        policy=checker.policy,
+        tally=outcome.worst,
+        example_report=example_report,
+        counterexample=counterexample,
+        replay=None if counterexample is None else replay_command(args, pair.name, counterexample),
+        diagnosis=diagnosis,
+        error=outcome.failure or None,
+        weight_map=weight_map,
+        pictures=pictures,
+    )
+    return reporting.write_json(report, directory)
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    sys.dont_write_bytecode = True  # a port's module is imported; leave its folder as it was
     # Softmax over one position (PAM on 1x1, CAM with one channel) is expected here.
     warnings.filterwarnings("ignore", message="You are using a softmax over axis")
     import_keras_quietly()
-    from parity.spec import BUILTIN_PAIRS
+    from hypothesis.configuration import set_hypothesis_home_dir
 
-    unknown = [name for name in args.modules if name not in BUILTIN_PAIRS]
-    if unknown:
-        parser.error(f"unknown module {unknown[0]!r}; expected one of {sorted(BUILTIN_PAIRS)}")
-    names = args.modules or list(BUILTIN_PAIRS)
-    results = [_check_module(BUILTIN_PAIRS[name], args, sys.stdout) for name in names]
+    # Hypothesis and matplotlib keep caches in the working directory and the home folder:
+    # give them a scratch folder, so that nothing outside --report is written.
+    with tempfile.TemporaryDirectory(prefix="parity-") as scratch:
+        set_hypothesis_home_dir(scratch)
+        os.environ.setdefault("MPLCONFIGDIR", scratch)
+        try:
+            report_dir = _report_directory(args)
+            pairs = _pairs(args)
+            results = [run_module(pair, args, report_dir) for pair in pairs]
+        except UsageError as error:
+            print(f"parity: error: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        finally:
+            set_hypothesis_home_dir(None)
     return EXIT_PARITY if all(results) else EXIT_MISMATCH
 
 

@@ -111,6 +111,7 @@ def compare(
     policy: TolerancePolicy = DEFAULT_POLICY,
     *,
     rounding_noise: Sequence[Mapping[str, np.ndarray]] = (),
+    floors: Mapping[str, float] | None = None,
 ) -> list[TensorComparison]:
     """Compare every tensor of ``truth`` (all in the reference's layout).
 
@@ -135,7 +136,7 @@ def compare(
         max_abs = float(port_diff[worst]) if true.size else 0.0
         e_port = _relative(max_abs, scales[name])
         e_ref = _relative(float(np.max(np.abs(ref - true), initial=0.0)), scales[name])
-        e_floor = policy.floor
+        e_floor = max(policy.floor, (floors or {}).get(name, 0.0))
         for noisy in rounding_noise:
             moved = np.abs(np.asarray(noisy[name], dtype=np.float64) - true)
             e_floor = max(e_floor, _relative(float(np.max(moved, initial=0.0)), scales[name]))

@@ -2,19 +2,21 @@
 
 All tensors are compared in the reference's layout: the port's activations are converted
 from its data format to NCHW and its weight gradients back to PyTorch's layouts, with the
-same strict converter that loaded its weights.
+same strict bindings that loaded its weights.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from parity import autodiff
 from parity.compare import DEFAULT_POLICY, TensorComparison, TolerancePolicy, compare
-from parity.layout import from_data_format, load_state_dict, to_data_format
+from parity.layout import Binding, from_data_format, load_state_dict, to_data_format
+from parity.ports import PortError, PortInstance, describe_error, instantiate
 from parity.rounding import Float32RoundingNoise
 from parity.spec import ModulePair
 from parity.strategies import Example
@@ -23,6 +25,17 @@ ROUNDING_NOISE_DRAWS = 3
 """Simulated float32 runs per example. One draw of random rounding lands near the truth by
 chance now and then (a one-element tensor such as grad[gamma] is a single draw): the floor
 takes the largest of three."""
+
+Results = dict[str, np.ndarray]
+Forward = Callable[[torch.nn.Module, torch.Tensor], object]
+
+
+def _float32_values(array: np.ndarray) -> np.ndarray:
+    """Floating arrays rounded to float32 values (held in float64); others unchanged."""
+    array = np.asarray(array)
+    if not np.issubdtype(array.dtype, np.floating):
+        return array
+    return array.astype(np.float32).astype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,11 @@ class ExampleReport:
     pair: str
     example: Example
     comparisons: list[TensorComparison] = field(default_factory=list)
+    # Kept for diagnosis and pictures: truth, reference (float32), port, all NCHW/OIHW.
+    truth: Results | None = None
+    reference: Results | None = None
+    port: Results | None = None
+    x: np.ndarray | None = None  # the input, NCHW
 
     @property
     def passed(self) -> bool:
@@ -53,15 +71,7 @@ class ExampleReport:
         return max(self.comparisons, key=lambda c: c.ratio)
 
 
-def _float32_values(array: np.ndarray) -> np.ndarray:
-    """Floating arrays rounded to float32 values (held in float64); others unchanged."""
-    array = np.asarray(array)
-    if not np.issubdtype(array.dtype, np.floating):
-        return array
-    return array.astype(np.float32).astype(np.float64)
-
-
-def _named_outputs(outputs, convert) -> dict[str, np.ndarray]:
+def _named_outputs(outputs, convert) -> Results:
     """``output`` for one output, ``output[i]`` for each of several."""
     if len(outputs) == 1:
         return {"output": convert(outputs[0])}
@@ -69,18 +79,19 @@ def _named_outputs(outputs, convert) -> dict[str, np.ndarray]:
 
 
 class Checker:
-    """Checks examples of one module pair, reusing modules and layers across examples.
+    """Checks examples of one module pair, reusing modules and ports across examples.
 
-    The reference modules (float32 and float64) and the port's layer are built once per
-    channel count and only get new weights per example: building a Keras layer costs more
-    than running it on a small input.
+    The reference modules (float32 and float64) are built once per channel count, the port
+    once per channel count (once per input shape for a port written as a function, which
+    may read static shapes); each example only loads new weights.
     """
 
     def __init__(self, pair: ModulePair, policy: TolerancePolicy = DEFAULT_POLICY):
         self.pair = pair
         self.policy = policy
         self._references: dict[tuple[int, torch.dtype], torch.nn.Module] = {}
-        self._ports: dict[int, object] = {}
+        self._layer_ports: dict[int, PortInstance] = {}
+        self._function_ports: dict[tuple, PortInstance] = {}
 
     # -- inputs -------------------------------------------------------------------------
     def example_data(self, example: Example) -> ExampleData:
@@ -97,12 +108,16 @@ class Checker:
             self._references[key] = self.pair.make_reference(channels).to(dtype).eval()
         return self._references[key]
 
-    def run_reference(self, example, data, dtype, gradients) -> dict[str, np.ndarray]:
+    def run_reference(
+        self, example, data, dtype, gradients, forward: Forward | None = None
+    ) -> Results:
+        """The reference's outputs (and gradients); ``forward(module, x)`` replaces its
+        forward pass, for the diagnosis' variants of the reference."""
         module = self.reference(example.channels, dtype)
         module.load_state_dict({k: torch.from_numpy(v) for k, v in data.state.items()})
         x = torch.from_numpy(data.x).to(dtype).requires_grad_(gradients)
         with torch.set_grad_enabled(gradients):
-            outputs = autodiff.as_tuple(module(x))
+            outputs = autodiff.as_tuple(module(x) if forward is None else forward(module, x))
         results = _named_outputs(outputs, lambda y: y.detach().double().numpy())
         if gradients:
             params = dict(module.named_parameters())
@@ -112,37 +127,63 @@ class Checker:
             grads = torch.autograd.grad(
                 outputs, [x, *params.values()], cotangents, allow_unused=True
             )
-            for name, grad, tensor in zip(
-                ["input", *params], grads, [x, *params.values()], strict=True
-            ):
+            tensors = [x, *params.values()]
+            for name, grad, tensor in zip(["input", *params], grads, tensors, strict=True):
                 grad = torch.zeros_like(tensor) if grad is None else grad
                 results[f"grad[{name}]"] = grad.double().numpy()
         return results
 
     # -- the port -----------------------------------------------------------------------
-    def port(self, channels: int, x: np.ndarray):
-        if channels not in self._ports:
-            layer = self.pair.make_port(channels)
-            if not layer.built:
-                layer(x)  # builds it for this channel count
-            self._ports[channels] = layer
-        return self._ports[channels]
+    def port(self, channels: int, x: np.ndarray) -> PortInstance:
+        """The port built for this channel count (and, for a function, this input shape)."""
+        if channels in self._layer_ports:
+            return self._layer_ports[channels]
+        shape_key = (channels, *x.shape[1:])
+        if shape_key in self._function_ports:
+            return self._function_ports[shape_key]
+        instance = instantiate(self.pair.make_port, channels, x)
+        if instance.from_function:
+            self._function_ports[shape_key] = instance
+        else:
+            self._layer_ports[channels] = instance
+        return instance
 
-    def run_port(self, example, data, gradients) -> dict[str, np.ndarray]:
+    def bindings(self, instance: PortInstance, channels: int) -> list[Binding]:
+        return self.pair.bindings(instance, self.reference(channels, torch.float64))
+
+    def run_port(self, example, data, gradients, bindings: list[Binding] | None = None) -> Results:
+        """The port's outputs (and gradients) in the reference's layout. ``bindings``
+        replaces the pair's, for the diagnosis' alternative weight assignments."""
         fmt = self.pair.data_format
         x = to_data_format(data.x, fmt).astype(np.float32)
-        layer = self.port(example.channels, x)
-        bindings = load_state_dict(layer, data.state, bindings=self.pair.bindings(layer))
-        if not gradients:
-            return _named_outputs(autodiff.forward(layer, x), lambda y: from_data_format(y, fmt))
-        parameters = set(dict(self.reference(example.channels, torch.float64).named_parameters()))
-        trained = [b for b in bindings if b.torch_key in parameters]
+        instance = self.port(example.channels, x)
+        bindings = bindings or self.bindings(instance, example.channels)
+        load_state_dict(instance.layer, data.state, bindings=bindings, ignore=self.pair.ignore)
+        try:
+            if not gradients:
+                outputs = autodiff.forward(instance.layer, x)
+                return _named_outputs(outputs, lambda y: from_data_format(y, fmt))
+            parameters = set(
+                dict(self.reference(example.channels, torch.float64).named_parameters())
+            )
+            trained = [b for b in bindings if b.torch_key in parameters]
 
-        def cotangents(outputs):
-            shapes = [from_data_format(np.empty(y.shape, np.float32), fmt).shape for y in outputs]
-            return [to_data_format(c, fmt) for c in data.cotangents(shapes)]
+            def cotangents(outputs):
+                shapes = [
+                    from_data_format(np.empty(y.shape, np.float32), fmt).shape for y in outputs
+                ]
+                return [to_data_format(c, fmt) for c in data.cotangents(shapes)]
 
-        outputs, grad_x, grads = autodiff.vjp(layer, x, cotangents, [b.variable for b in trained])
+            outputs, grad_x, grads = autodiff.vjp(
+                instance.layer, x, cotangents, [b.variable for b in trained]
+            )
+        except PortError:
+            raise
+        except Exception as error:
+            raise PortError(
+                f"the port raised {type(error).__name__} on input of shape {x.shape} "
+                f"({fmt}): {describe_error(error)}"
+            ) from error
         results = _named_outputs(outputs, lambda y: from_data_format(y, fmt))
         results["grad[input]"] = from_data_format(grad_x, fmt)
         for binding, grad in zip(trained, grads, strict=True):
@@ -150,14 +191,54 @@ class Checker:
         return results
 
     # -- the check ----------------------------------------------------------------------
-    def check(self, example: Example, *, gradients: bool = True) -> ExampleReport:
+    def check(
+        self,
+        example: Example,
+        *,
+        gradients: bool = True,
+        keep: bool = False,
+        forward_first: bool = False,
+    ) -> ExampleReport:
+        """Compare the port with the reference on one example. ``keep`` keeps the arrays.
+
+        ``forward_first`` answers "does the full check fail?" more cheaply when it does:
+        a failing forward pass is returned without computing gradients (shrinking a
+        counterexample runs hundreds of failing examples).
+        """
+        gradients = gradients and self.pair.gradients
+        if forward_first and gradients:
+            forward = self.check(example, gradients=False, keep=keep)
+            if not forward.passed:
+                return forward
         data = self.example_data(example)
         truth = self.run_reference(example, data, torch.float64, gradients)
         reference = self.run_reference(example, data, torch.float32, gradients)
         port = self.run_port(example, data, gradients)
-        noisy = []
-        for draw in range(ROUNDING_NOISE_DRAWS):
-            with Float32RoundingNoise(seed=example.seed + draw):
-                noisy.append(self.run_reference(example, data, torch.float64, gradients))
-        comparisons = compare(truth, reference, port, self.policy, rounding_noise=noisy)
-        return ExampleReport(self.pair.name, example, comparisons)
+        _check_shapes(truth, port, self.pair.data_format)
+        comparisons = compare(truth, reference, port, self.policy)
+        if not all(c.passed for c in comparisons):
+            # Simulated float32 rounding can only raise the floor: it is needed (and paid
+            # for) only when a tensor fails without it.
+            noisy = []
+            for draw in range(ROUNDING_NOISE_DRAWS):
+                with Float32RoundingNoise(seed=example.seed + draw):
+                    noisy.append(self.run_reference(example, data, torch.float64, gradients))
+            comparisons = compare(truth, reference, port, self.policy, rounding_noise=noisy)
+        report = ExampleReport(self.pair.name, example, comparisons)
+        if keep:
+            report = replace(report, truth=truth, reference=reference, port=port, x=data.x)
+        return report
+
+
+def _check_shapes(truth: Results, port: Results, data_format: str) -> None:
+    missing = sorted(set(truth) - set(port))
+    if missing:
+        raise PortError(f"the port produced no {', '.join(missing)} (it has {sorted(port)})")
+    for name, value in truth.items():
+        if np.shape(port[name]) != np.shape(value):
+            error = PortError(
+                f"{name}: the port's shape {np.shape(port[name])} (in the reference's NCHW "
+                f"layout, read as {data_format}) differs from the reference's {np.shape(value)}"
+            )
+            error.shapes = (np.shape(port[name]), np.shape(value))
+            raise error

@@ -85,6 +85,18 @@ _EXACT = {
 }
 
 
+_POOL: list[torch.Tensor] = []
+
+
+def _uniform_pool(count: int) -> torch.Tensor:
+    """At least 2 * count numbers uniform in [-1, 1], drawn once per process (seeded)."""
+    if not _POOL or _POOL[0].numel() < 2 * count:
+        size = max(1 << 20, 2 * count)
+        generator = torch.Generator().manual_seed(20190615)
+        _POOL[:] = [2.0 * torch.rand(size, generator=generator, dtype=torch.float64) - 1.0]
+    return _POOL[0]
+
+
 def _returns_alias(func) -> bool:
     schema = func._schema
     return schema.is_mutable or any(r.alias_info is not None for r in schema.returns)
@@ -101,8 +113,13 @@ class Float32RoundingNoise(TorchDispatchMode):
 
     # -- the two noise models -----------------------------------------------------------
     def _uniform(self, shape, dtype):
-        u = torch.rand(shape, generator=self.generator, dtype=dtype)
-        return self.relative * (2.0 * u - 1.0)
+        """Roundings in [-relative, relative]: a window of a shared pool of uniform numbers
+        at a random offset (drawing fresh numbers for every element of every operation
+        costs more than the operations themselves on large attention maps)."""
+        count = int(np.prod(shape))
+        pool = _uniform_pool(count)
+        start = int(torch.randint(0, pool.numel() - count + 1, (), generator=self.generator))
+        return (self.relative * pool[start : start + count]).reshape(shape).to(dtype)
 
     def _round(self, value):
         """One rounding of every element."""

@@ -15,6 +15,10 @@ import numpy as np
 
 from impl_keras import ChannelAttention, PositionAttention
 from parity.layout import Binding, bindings_for
+from parity.ports import PortError
+from parity.strategies import examples
+from parity.variants import CAM_VARIANTS, PAM_VARIANTS
+from parity.weight_map import map_weights
 from reference_torch import CAM_Module, PAM_Module
 
 GAMMA_MAGNITUDE = (0.25, 4.0)
@@ -55,20 +59,40 @@ class ModulePair:
         make_reference: ``channels -> torch.nn.Module``.
         make_port: ``channels -> keras.layers.Layer`` (built on first call).
         data_format: the layout the port reads and writes.
-        bindings: ``layer -> [Binding]``: which Keras variable holds which reference
-            parameter, through which layout.
-        min_channels, max_channels: the channel counts the pair is checked on.
+        bindings: ``(port instance, reference module) -> [Binding]``: which Keras variable
+            holds which reference parameter, through which layout (the parameter map).
+        min_channels, max_channels: the channel counts the default strategy draws.
         randomize: ``(reference module, numpy Generator) -> state_dict`` of random weights.
+        strategy: a Hypothesis strategy of ``Example`` (what inputs); default from the
+            channel range.
+        gradients: compare gradients too (what to compare).
+        ignore: state_dict keys of the reference that the port does not hold on purpose.
+        residual: the module returns ``x + f(x)`` (the diagnosis uses it).
+        variants: ``parity.variants.Variant`` s: the reference with one known bug each,
+            module-specific hypotheses for the diagnosis.
+        origin: the ``parity check`` flags that select this port (``--port ...``).
     """
 
     name: str
     make_reference: Callable[[int], Any]
     make_port: Callable[[int], Any]
     data_format: str = "channels_last"
-    bindings: Callable[[Any], list[Binding]] = bindings_for
+    bindings: Callable[[Any, Any], list[Binding]] = lambda port, reference: bindings_for(port.layer)
     min_channels: int = 1
     max_channels: int = 48
     randomize: Callable[[Any, np.random.Generator], dict[str, np.ndarray]] = random_parameters
+    strategy: Any = None
+    gradients: bool = True
+    ignore: tuple[str, ...] = ()
+    residual: bool = False
+    variants: tuple = ()
+    origin: str = ""  # command-line flags that select this port, for replay commands
+
+    def examples(self):
+        """The Hypothesis strategy of this pair's examples."""
+        if self.strategy is not None:
+            return self.strategy
+        return examples(min_channels=self.min_channels, max_channels=self.max_channels)
 
 
 PAM = ModulePair(
@@ -76,12 +100,16 @@ PAM = ModulePair(
     make_reference=PAM_Module,
     make_port=lambda channels: PositionAttention(),
     min_channels=8,
+    residual=True,
+    variants=tuple(PAM_VARIANTS),
 )
 CAM = ModulePair(
     name="cam",
     make_reference=CAM_Module,
     make_port=lambda channels: ChannelAttention(),
     min_channels=1,
+    residual=True,
+    variants=tuple(CAM_VARIANTS),
 )
 BUILTIN_PAIRS = {pair.name: pair for pair in (PAM, CAM)}
 
@@ -94,4 +122,109 @@ def channels_first(pair: ModulePair) -> ModulePair:
         name=f"{pair.name}-channels-first",
         make_port=lambda channels: port_class(data_format="channels_first"),
         data_format="channels_first",
+    )
+
+
+def mapped_bindings(weight_map: dict[str, str] | None = None, ignore: tuple[str, ...] = ()):
+    """Bindings found by ``parity.weight_map``: names, creation order, or ``weight_map``."""
+
+    def bindings(port, reference):
+        shapes = {
+            key: tuple(value.shape)
+            for key, value in reference.state_dict().items()
+            if key not in ignore
+        }
+        try:
+            mapped = map_weights(shapes, port.weights, weight_map, name_of=port.name_of)
+        except PortError as error:
+            if not port.untracked:
+                raise
+            raise PortError(
+                f"a parameter that is not a tracked weight: the port keeps "
+                f"{', '.join(port.untracked)} in a variable Keras does not track (a bare "
+                "tf.Variable), so it can be neither loaded nor trained; create it with "
+                f"add_weight() in build(). ({error})"
+            ) from error
+        trainable = set(dict(reference.named_parameters()))
+        frozen = [b for b in mapped if b.torch_key in trainable and not b.variable.trainable]
+        if frozen:
+            raise PortError(
+                "a parameter that is not trained: the port holds "
+                + ", ".join(f"{b.torch_key} in {b.variable.path}" for b in frozen)
+                + " as a non-trainable weight, so training would never move it"
+            )
+        return mapped
+
+    return bindings
+
+
+def with_port(
+    pair: ModulePair,
+    factory: Callable[[int], Any],
+    *,
+    weight_map: dict[str, str] | None = None,
+    data_format: str | None = None,
+    origin: str = "",
+) -> ModulePair:
+    """``pair`` checked against another port, its weights mapped by ``parity.weight_map``."""
+    return replace(
+        pair,
+        make_port=factory,
+        bindings=mapped_bindings(weight_map, pair.ignore),
+        data_format=data_format or pair.data_format,
+        origin=origin,
+    )
+
+
+def detect_module(factory: Callable[[int], Any], data_format: str = "channels_last") -> str:
+    """Which bundled module a port implements: the one whose parameters map onto the port's
+    weights with none left over (a PAM port also has a ``gamma`` that CAM would take)."""
+    import numpy as np
+
+    from parity.ports import instantiate
+
+    channels = 16
+    shape = (1, channels, 3, 5) if data_format == "channels_first" else (1, 3, 5, channels)
+    port = instantiate(factory, channels, np.zeros(shape, np.float32))
+    trainable = [w for w in port.weights if w.trainable]
+    for name, pair in BUILTIN_PAIRS.items():
+        reference = pair.make_reference(channels)
+        shapes = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+        try:
+            bound = map_weights(shapes, port.weights, name_of=port.name_of)
+        except PortError:
+            continue
+        if len(bound) == len(trainable):
+            return name
+    raise PortError(
+        "cannot tell which module the port implements: its weights "
+        f"({', '.join(f'{w.path} {tuple(w.shape)}' for w in trainable)}) fit neither PAM "
+        "nor CAM; name it: --port pam=MODULE:FACTORY"
+    )
+
+
+def pair_for_port(
+    target: str,
+    *,
+    weight_map: dict[str, str] | None = None,
+    data_format: str | None = None,
+    origin: str = "",
+) -> ModulePair:
+    """``pam=MODULE:FACTORY`` (or ``MODULE:FACTORY``, the module detected) as a pair."""
+    from parity.ports import load_factory
+
+    module, sep, rest = target.partition("=")
+    if not sep:
+        module, rest = "", target
+    factory = load_factory(rest)
+    module = module or detect_module(factory, data_format or "channels_last")
+    if module not in BUILTIN_PAIRS:
+        known = sorted(BUILTIN_PAIRS)
+        raise ValueError(f"unknown module {module!r} in --port {target}; expected one of {known}")
+    return with_port(
+        BUILTIN_PAIRS[module],
+        factory,
+        weight_map=weight_map,
+        data_format=data_format,
+        origin=origin or f"--port {rest}",
     )

@@ -1,33 +1,50 @@
-"""The bundled port matches the reference, forward and backward, across random shapes."""
+"""The port matches the reference, forward and backward, across random shapes.
 
-import pytest
+The port is the bundled one (both data formats), or yours: ``pytest --port MODULE:FACTORY``.
+"""
+
+from functools import cache
+
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-import parity.strategies as pst
 from parity.assertions import assert_parity
-from parity.spec import CAM, PAM, channels_first
+from parity.spec import CAM, PAM, channels_first, pair_for_port
+from parity.weight_map import read_weight_map
 
-PAIRS = [PAM, CAM, channels_first(PAM), channels_first(CAM)]
+
+@cache
+def pairs_under_test(port, weight_map, data_format):
+    if port is None:
+        return (PAM, CAM, channels_first(PAM), channels_first(CAM))
+    mapping = read_weight_map(weight_map) if weight_map else None
+    flags = [f"--port {port.split('=')[-1]}"]
+    flags += [f"--weight-map {weight_map}"] if weight_map else []
+    flags += [f"--data-format {data_format}"] if data_format else []
+    return (
+        pair_for_port(port, weight_map=mapping, data_format=data_format, origin=" ".join(flags)),
+    )
+
+
+def pytest_generate_tests(metafunc):
+    if "pair" in metafunc.fixturenames:
+        option = metafunc.config.getoption
+        pairs = pairs_under_test(option("port"), option("weight_map"), option("port_data_format"))
+        metafunc.parametrize("pair", pairs, ids=[p.name for p in pairs])
 
 
 def draw_example(data, pair):
-    example = data.draw(
-        pst.examples(min_channels=pair.min_channels, max_channels=pair.max_channels),
-        label="example",
-    )
+    example = data.draw(pair.examples(), label="example")
     event(f"batch {'>= 2' if example.batch >= 2 else '1'}")
     event(f"H*W {'off' if (example.height * example.width) % 8 else 'on'} multiples of 8")
     return example
 
 
-@pytest.mark.parametrize("pair", PAIRS, ids=lambda p: p.name)
 @given(data=st.data())
 def test_outputs_match_reference(pair, data):
     assert_parity(pair, draw_example(data, pair), gradients=False)
 
 
-@pytest.mark.parametrize("pair", PAIRS, ids=lambda p: p.name)
 @given(data=st.data())
 def test_gradients_match_reference(pair, data):
     """Gradients w.r.t. the input and every parameter, for a random cotangent."""

@@ -26,7 +26,11 @@ def _transpose(x):
 
 
 class _PAM(PositionAttention):
-    """The bundled PAM split into steps, so that a port can change one of them."""
+    """The bundled PAM split into steps, so that a port can change one of them. The class
+    is its own factory: ``--port tests.power.ports:PAMNoResidual``."""
+
+    def __init__(self, channels=None, **kwargs):
+        super().__init__(**kwargs)
 
     def qkv(self, x):
         return tuple(
@@ -51,7 +55,10 @@ class _PAM(PositionAttention):
 
 
 class _CAM(ChannelAttention):
-    """The bundled CAM split into steps."""
+    """The bundled CAM split into steps (its own factory too)."""
+
+    def __init__(self, channels=None, **kwargs):
+        super().__init__(**kwargs)
 
     def energy(self, features):
         return ops.matmul(_transpose(features), features)  # (batch, C, C)
@@ -134,6 +141,77 @@ class PAMMixesBatch(_PAM):
         return self.combine(out, x)
 
 
+class PAMFlattensColumnMajor(_PAM):
+    """Positions flattened column-major (w * H + h), the result unflattened row-major."""
+
+    def qkv(self, x):
+        transposed = ops.transpose(x, (0, 2, 1, 3))  # (B, W, H, C): flattening it is column-major
+        return super().qkv(transposed)
+
+    def combine(self, out, x):
+        return self.gamma * ops.reshape(out, ops.shape(x)) + x
+
+
+class PAMWritesCNAsNHWC(_PAM):
+    """The attention result kept as (B, C, N) and reshaped into NHWC without a transpose."""
+
+    def mix(self, attention, value):
+        return ops.matmul(_transpose(value), _transpose(attention))  # (B, C, N)
+
+
+class PAMKernelsReadAsOIHW(_PAM):
+    """Each 1x1 kernel applied as if Keras stored it (out, in): a reshape, not a transpose."""
+
+    def qkv(self, x):
+        def apply(conv):
+            kernel = conv.kernel  # (1, 1, in, out)
+            weight = ops.reshape(kernel, (kernel.shape[3], kernel.shape[2]))
+            return _positions(ops.einsum("bhwi,oi->bhwo", x, weight) + conv.bias)
+
+        return apply(self.query_conv), apply(self.key_conv), apply(self.value_conv)
+
+
+class PAMAssumesSquareInput(_PAM):
+    """Reshapes with H in place of W: crashes whenever H != W."""
+
+    def combine(self, out, x):
+        b, h, _, c = ops.shape(x)
+        return self.gamma * ops.reshape(out, (b, h, h, c)) + x
+
+
+class PAMGammaUnused(_PAM):
+    """Holds gamma as a weight but never uses it: the attention term is scaled by 0."""
+
+    def combine(self, out, x):
+        return 0.0 * ops.reshape(out, ops.shape(x)) + x
+
+
+class PAMGammaNotTrainable(_PAM):
+    """gamma is a weight, but not a trainable one: training would never move it."""
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.gamma.trainable = False
+
+
+class PAMTransposesSpatialAxes(_PAM):
+    """Returns (B, W, H, C): H and W swapped on the way out."""
+
+    def combine(self, out, x):
+        b, h, w, c = ops.shape(x)
+        result = self.gamma * ops.reshape(out, (b, h, w, c)) + x
+        return ops.transpose(result, (0, 2, 1, 3))
+
+
+class PAMNamesSwapped(_PAM):
+    """Faithful math, but the convolution used as the query is named key_conv, and the other
+    way round: mapped by name, its weights land in the wrong places."""
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.query_conv, self.key_conv = self.key_conv, self.query_conv
+
+
 # -- buggy: CAM ---------------------------------------------------------------------------
 
 
@@ -182,6 +260,12 @@ class CAMMixesBatch(_CAM):
         return ops.broadcast_to(gram, (ops.shape(features)[0], *ops.shape(gram)))
 
 
+class CAMFlattensColumnMajor(_CAM):
+    def call(self, x):
+        features = _positions(ops.transpose(x, (0, 2, 1, 3)))  # column-major positions
+        return self.combine(self.mix(self.attend(self.energy(features)), features), x)
+
+
 # -- buggy: the converter -----------------------------------------------------------------
 
 
@@ -209,10 +293,10 @@ WRONG_AXES_KERNEL = Layout(
 def bindings_with_kernel_layout(layout: Layout):
     """The bundled bindings, with every convolution kernel converted through ``layout``."""
 
-    def bindings(layer):
+    def bindings(port, reference):
         return [
             Binding(b.torch_key, b.variable, layout) if b.layout is CONV_KERNEL else b
-            for b in bindings_for(layer)
+            for b in bindings_for(port.layer)
         ]
 
     return bindings

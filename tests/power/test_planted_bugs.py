@@ -7,7 +7,6 @@ import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-import parity.strategies as pst
 from parity.assertions import ParityFailure, assert_parity, checker_for
 from parity.layout import StateDictMismatchError
 from parity.spec import CAM, PAM
@@ -57,13 +56,11 @@ def counterexample(pair, *, max_examples=100, shrink=True) -> Example:
     @settings(
         max_examples=max_examples,
         database=None,
-        phases=[Phase.generate, Phase.target, *([Phase.shrink] if shrink else [])],
+        phases=[Phase.generate, Phase.target, *([Phase.shrink] if shrink else [])],  # no explain
     )
     @given(data=st.data())
     def parity_property(data):
-        example = data.draw(
-            pst.examples(min_channels=pair.min_channels, max_channels=pair.max_channels)
-        )
+        example = data.draw(pair.examples())
         try:
             assert_parity(pair, example)
         except ParityFailure:
@@ -107,7 +104,7 @@ def test_faithful_refactor_passes(name):
     def parity_property(data):
         assert_parity(
             pair,
-            data.draw(pst.examples(min_channels=pair.min_channels, max_channels=pair.max_channels)),
+            data.draw(pair.examples()),
         )
 
     parity_property()

@@ -1,0 +1,217 @@
+"""A port under test: loaded from ``MODULE:FACTORY``, instantiated, and asked to hold weights.
+
+``FACTORY(channels)`` returns a Keras layer, or a plain function from a Keras tensor to a
+Keras tensor (the style of many published ports: ``Conv2D`` layers built inline, static H
+and W read from ``x.shape``, ``gamma`` in a bare ``tf.Variable``). A function is traced into
+a functional ``keras.Model`` once per input shape, which turns its inline layers into
+weights that can be loaded. What cannot hold weights is named for what it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+
+class PortLoadError(Exception):
+    """The check cannot run: the port cannot be imported or built (exit status 2)."""
+
+
+class PortError(AssertionError):
+    """The port fails the check without a numerical comparison: it crashed, or it cannot
+    hold the reference's weights (exit status 1). An AssertionError, so that Hypothesis
+    shrinks the example it happened on."""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_OP_DETAIL = re.compile(r"\}\}\s*(.*?)\s*\[Op:")
+
+
+def describe_error(error: BaseException) -> str:
+    """A one-line account of an exception raised inside a port, without Keras' and
+    TensorFlow's wrapping (call arguments, op names, colour codes)."""
+    text = _ANSI.sub("", str(error))
+    detail = _OP_DETAIL.search(text)
+    if detail:
+        return detail.group(1)
+    lines = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip()
+        and not line.startswith("Exception encountered when calling")
+        and not line.strip().startswith(("Arguments received", "•"))
+    ]
+    return lines[0] if lines else type(error).__name__
+
+
+def import_target(target: str, option: str = "--port", what: str = "FACTORY") -> Any:
+    """``package.module:attribute`` -> the object, importing from the working directory."""
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise PortLoadError(f"{option} expects MODULE:{what}. Received: {target!r}")
+    if str(Path.cwd()) not in sys.path and "" not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:
+        raise PortLoadError(
+            f"cannot import module {module_name!r} for {option} {target}: "
+            f"{type(error).__name__}: {error}"
+        ) from error
+    found = module
+    for name in attribute.split("."):
+        if not hasattr(found, name):
+            raise PortLoadError(
+                f"module {module_name!r} has no attribute {attribute!r} ({option} {target})"
+            )
+        found = getattr(found, name)
+    return found
+
+
+def load_factory(target: str) -> Callable:
+    """The port factory named by ``--port MODULE:FACTORY``."""
+    factory = import_target(target)
+    if not callable(factory):
+        raise PortLoadError(
+            f"--port {target} names an object of type {type(factory).__name__}, not a callable "
+            "factory(channels)"
+        )
+    return factory
+
+
+@dataclass
+class PortInstance:
+    """A built port: what to call, its weights in the order created, what it leaves untracked."""
+
+    layer: Any  # a keras Layer, or the keras.Model traced from a function
+    weights: list  # keras Variables, creation order
+    untracked: list[str] = field(default_factory=list)  # "name shape", bare variables
+    from_function: bool = False
+
+    def name_of(self, weight) -> str:
+        """The weight's path inside the port: 'query_conv/kernel', not 'my_pam_3/query_conv/kernel'
+        (the port's own name could say 'query' and 'key' at once)."""
+        return weight.path.removeprefix(f"{self.layer.name}/")
+
+
+def _variable_recorder():
+    """Records the TensorFlow variables created inside it (Keras 3 on TensorFlow too)."""
+    if keras.backend.backend() != "tensorflow":
+        return contextlib.nullcontext([]), []
+    import tensorflow as tf
+
+    created = []
+
+    def record(next_creator, **kwargs):
+        variable = next_creator(**kwargs)
+        created.append(variable)
+        return variable
+
+    return tf.variable_creator_scope(record), created
+
+
+def _backing(variable):
+    """The TensorFlow variable behind a Keras variable (itself for a tf.Variable)."""
+    return getattr(variable, "_value", variable)
+
+
+def _bare_variables_in(function) -> list:
+    """tf.Variables a function reaches through its closure or globals (not Keras weights)."""
+    try:
+        import tensorflow as tf
+    except ImportError:  # pragma: no cover -- other backends
+        return []
+    try:
+        found = inspect.getclosurevars(function)
+    except (TypeError, ValueError):
+        return []
+    values = [*found.nonlocals.values(), *found.globals.values()]
+    return [v for v in values if isinstance(v, tf.Variable)]
+
+
+def _describe(variable, last: int | None = None) -> str:
+    """'gamma (1,)'; with ``last``, only that many trailing parts of the path."""
+    name = str(getattr(variable, "path", None) or getattr(variable, "name", "?")).removesuffix(":0")
+    if last:
+        name = "/".join(name.split("/")[-last:])
+    return f"{name} {tuple(variable.shape)}"
+
+
+def instantiate(factory: Callable, channels: int, x: np.ndarray) -> PortInstance:
+    """Build the port for ``channels`` on an input like ``x`` (in the port's layout)."""
+    recorder, created = _variable_recorder()
+    with recorder:
+        try:
+            port = factory(channels)
+        except Exception as error:
+            raise PortLoadError(
+                f"the factory raised on channels={channels}: {type(error).__name__}: "
+                f"{describe_error(error)}"
+            ) from error
+        if isinstance(port, keras.layers.Layer):
+            _call(port, x, "building")
+            layer, from_function = port, False
+        elif callable(port):
+            inputs = keras.Input(shape=x.shape[1:], dtype="float32")
+            try:
+                outputs = port(inputs)
+            except Exception as error:
+                raise PortError(
+                    f"the port function failed on a symbolic Keras input of shape "
+                    f"{(None, *x.shape[1:])}: {type(error).__name__}: {describe_error(error)}"
+                ) from error
+            layer, from_function = keras.Model(inputs, outputs), True
+        else:
+            raise PortLoadError(
+                f"the factory returned a {type(port).__name__}; expected a keras.layers.Layer "
+                "or a function from a Keras tensor to a Keras tensor"
+            )
+    tracked = {id(_backing(w)): w for w in layer.weights}
+    in_order = [tracked[id(v)] for v in created if id(v) in tracked]
+    in_order += [w for w in layer.weights if all(w is not seen for seen in in_order)]
+    bare = [v for v in created if id(v) not in tracked and getattr(v, "trainable", True)]
+    if from_function:
+        bare += [v for v in _bare_variables_in(port) if id(v) not in tracked and v not in bare]
+    instance = PortInstance(layer, in_order, [_describe(v) for v in bare], from_function)
+    _check_weights_persist(instance, x)
+    return instance
+
+
+def _call(layer, x, what):
+    try:
+        return layer(x)
+    except Exception as error:
+        when = f" {what}" if what else ""
+        raise PortError(
+            f"the port raised {type(error).__name__}{when} on input of shape {x.shape}: "
+            f"{describe_error(error)}"
+        ) from error
+
+
+def _check_weights_persist(instance: PortInstance, x: np.ndarray) -> None:
+    recorder, created = _variable_recorder()
+    with recorder:
+        _call(instance.layer, x, "when called a second time")
+    if created:
+        shown = ", ".join(_describe(v, last=2) for v in created[:2])
+        raise PortError(
+            f"weights created anew on every call: the port makes {len(created)} new weights "
+            f"each time it is called ({shown}{', ...' if len(created) > 2 else ''}), so two "
+            "calls on the same input differ and no weights can be loaded into it. Create its "
+            "layers in build() or __init__, not in call()."
+        )
+
+
+def call_port(instance: PortInstance, x):
+    """The port's outputs on x; a crash is a PortError naming the input shape."""
+    return _call(instance.layer, x, "")

@@ -1,0 +1,286 @@
+"""Variants of the reference: each computes what a port with one known bug computes.
+
+The diagnosis runs them with the reference's weights and asks which one the failing port
+matches. Generic variants apply to any module whose output is ``x + f(x)`` (the layout
+scrambles, a missing residual, an unloaded ``gamma``); the PAM and CAM variants rewrite the
+attention itself. Every variant is differentiable, so gradients are compared too.
+
+Layouts: the reference works in NCHW. A scramble describes what a channels-last port does
+to its NHWC buffer, expressed back in NCHW.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+Forward = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    cause: str  # what the port gets wrong, in a sentence
+    forward: Forward
+
+
+# -- buffer reinterpretations (NCHW in, NCHW out) ------------------------------------------
+
+
+def nhwc_buffer_read_as_nchw(x: torch.Tensor) -> torch.Tensor:
+    """An NHWC buffer reshaped to (B, C, H, W) without a transpose."""
+    b, c, h, w = x.shape
+    return x.permute(0, 2, 3, 1).reshape(b, c, h, w)
+
+
+def nchw_buffer_written_as_nhwc(y: torch.Tensor) -> torch.Tensor:
+    """A (B, C, H, W) result reshaped to (B, H, W, C) without a transpose (back in NCHW)."""
+    b, c, h, w = y.shape
+    return y.reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def column_major_positions(y: torch.Tensor) -> torch.Tensor:
+    """Positions flattened as w * H + h, unflattened as h * W + w."""
+    b, c, h, w = y.shape
+    return y.transpose(2, 3).reshape(b, c, h, w)
+
+
+def spatially_transposed(y: torch.Tensor) -> torch.Tensor:
+    return y.transpose(2, 3)
+
+
+# -- generic variants ------------------------------------------------------------------------
+
+
+def _on_attention_term(scramble) -> Forward:
+    """x + scramble(f(x) - x): the residual is right, the module's own term is scrambled."""
+
+    def forward(module, x):
+        return x + scramble(module(x) - x)
+
+    return forward
+
+
+def _computed_on(read, write) -> Forward:
+    """The term computed on a misread input and written back wrong; the residual right."""
+
+    def forward(module, x):
+        misread = read(x)
+        return x + write(module(misread) - misread)
+
+    return forward
+
+
+def _without_residual(module, x):
+    return module(x) - x
+
+
+def _gamma_zero(module, x):
+    return x + 0.0 * module(x)  # keeps the graph, so every gradient exists (as zeros)
+
+
+def _gamma_one(module, x):
+    return x + (module(x) - x) / module.gamma
+
+
+def _identity(y):
+    return y
+
+
+def residual_variants(square: bool, data_format: str = "channels_last") -> list[Variant]:
+    """The generic variants, written for a channels-last port; a channels-first port
+    misreads its buffers the other way round."""
+    read, write = nhwc_buffer_read_as_nchw, nchw_buffer_written_as_nhwc
+    if data_format == "channels_first":
+        read, write = write, read
+    variants = [
+        Variant(
+            "NHWC read as NCHW",
+            "channels and positions confused: the NHWC input is reshaped to (B, C, H, W) "
+            "without a transpose before the attention",
+            _computed_on(read, _identity),
+        ),
+        Variant(
+            "NHWC read as NCHW, and written back the same way",
+            "channels and positions confused: the NHWC input is reshaped to (B, C, H, W) "
+            "without a transpose, and the result reshaped back to NHWC the same way",
+            _computed_on(read, write),
+        ),
+        Variant(
+            "(C, N) buffer written as NHWC",
+            "the attention result, laid out as (B, C, N), is reshaped into (B, H, W, C) "
+            "without a transpose",
+            _on_attention_term(write),
+        ),
+        Variant(
+            "positions flattened in the wrong order",
+            "positions are flattened column-major (w * H + h) and unflattened row-major "
+            "(h * W + w), or the other way round",
+            _on_attention_term(column_major_positions),
+        ),
+        Variant(
+            "residual missing",
+            "the residual is missing: the port returns gamma * out instead of gamma * out + x",
+            _without_residual,
+        ),
+        Variant(
+            "gamma not loaded",
+            "gamma is not loaded (or not trained): the port behaves as if gamma were 0",
+            _gamma_zero,
+        ),
+        Variant(
+            "gamma fixed at 1",
+            "gamma is not loaded: the port behaves as if gamma were 1 (a common initial value)",
+            _gamma_one,
+        ),
+    ]
+    if square:
+        variants.append(
+            Variant(
+                "spatial axes transposed",
+                "H and W are swapped between the input and the attention result",
+                _on_attention_term(spatially_transposed),
+            )
+        )
+    return variants
+
+
+# -- PAM ------------------------------------------------------------------------------------
+
+
+def _pam_parts(module, x):
+    b, _, h, w = x.shape
+    query = module.query_conv(x).reshape(b, -1, h * w).permute(0, 2, 1)  # (B, N, C')
+    key = module.key_conv(x).reshape(b, -1, h * w)  # (B, C', N)
+    value = module.value_conv(x).reshape(b, -1, h * w)  # (B, C, N)
+    return query, key, value
+
+
+def _pam(energy_of, attend, apply) -> Forward:
+    def forward(module, x):
+        query, key, value = _pam_parts(module, x)
+        attention = attend(energy_of(query, key))
+        return module.gamma * apply(value, attention).reshape(x.shape) + x
+
+    return forward
+
+
+def _bmm_t(a, b):
+    return torch.bmm(a, b.permute(0, 2, 1))
+
+
+def _pam_mixed_batch(module, x):
+    b, c, h, w = x.shape
+    query, key, value = _pam_parts(module, x)
+    query = query.reshape(1, b * h * w, -1)
+    key = key.permute(0, 2, 1).reshape(1, b * h * w, -1).permute(0, 2, 1)
+    value = value.permute(0, 2, 1).reshape(1, b * h * w, c).permute(0, 2, 1)
+    attention = torch.softmax(torch.bmm(query, key), dim=-1)
+    out = torch.bmm(value, attention.permute(0, 2, 1))  # (1, C, B*N)
+    out = out.reshape(c, b, h * w).permute(1, 0, 2).reshape(x.shape)
+    return module.gamma * out + x
+
+
+def _pam_convs_read_as_nchw(module, x):
+    b, _, h, w = x.shape
+
+    def misread(t):  # an NHWC conv output reshaped to (B, C', N) without a transpose
+        return nhwc_buffer_read_as_nchw(t).reshape(b, t.shape[1], h * w)
+
+    query = misread(module.query_conv(x)).permute(0, 2, 1)
+    key, value = misread(module.key_conv(x)), misread(module.value_conv(x))
+    attention = torch.softmax(torch.bmm(query, key), dim=-1)
+    out = torch.bmm(value, attention.permute(0, 2, 1)).reshape(x.shape)  # (B, C, N) buffer
+    return module.gamma * nchw_buffer_written_as_nhwc(out) + x
+
+
+PAM_VARIANTS = [
+    Variant(
+        "NHWC read as NCHW",
+        "channels and positions confused: NHWC tensors are reshaped to (B, C, N) without a "
+        "transpose (B, C, H, W = x.shape unpacked on an NHWC tensor), and the (B, C, N) "
+        "result reshaped into NHWC the same way",
+        _pam_convs_read_as_nchw,
+    ),
+    Variant(
+        "softmax over the wrong axis",
+        "the softmax normalises over the query positions (axis 1) instead of the key "
+        "positions (the last axis)",
+        _pam(torch.bmm, lambda e: torch.softmax(e, dim=1), _bmm_t),
+    ),
+    Variant(
+        "attention applied transposed",
+        "the attention matrix is applied untransposed: out = value @ attention instead of "
+        "value @ attention^T",
+        _pam(torch.bmm, lambda e: torch.softmax(e, dim=-1), torch.bmm),
+    ),
+    Variant(
+        "query and key swapped",
+        "query and key play each other's role in the energy (energy = key^T query)",
+        _pam(
+            lambda q, k: torch.bmm(k.permute(0, 2, 1), q.permute(0, 2, 1)),
+            lambda e: torch.softmax(e, dim=-1),
+            _bmm_t,
+        ),
+    ),
+    Variant(
+        "attention mixed across the batch",
+        "information leaks across the batch: positions of all samples attend to each other "
+        "(right only when batch == 1)",
+        _pam_mixed_batch,
+    ),
+]
+
+
+# -- CAM ------------------------------------------------------------------------------------
+
+
+def _cam(energy_of, attend, apply) -> Forward:
+    def forward(module, x):
+        b, c = x.shape[:2]
+        features = x.reshape(b, c, -1)  # (B, C, N)
+        attention = attend(energy_of(features))
+        return module.gamma * apply(attention, features).reshape(x.shape) + x
+
+    return forward
+
+
+def _gram(features):
+    return torch.bmm(features, features.permute(0, 2, 1))
+
+
+def _max_minus(energy, dim=-1):
+    return torch.softmax(energy.amax(dim=-1, keepdim=True) - energy, dim=dim)
+
+
+def _cam_mixed_batch(features):
+    gram = torch.einsum("bcn,bdn->cd", features, features)
+    return gram.expand(features.shape[0], *gram.shape)
+
+
+CAM_VARIANTS = [
+    Variant(
+        "softmax over the wrong axis",
+        "the softmax normalises over axis 1 of the (B, C, C) energy instead of the last axis",
+        _cam(_gram, lambda e: _max_minus(e, dim=1), torch.bmm),
+    ),
+    Variant(
+        "attention applied transposed",
+        "the attention matrix is applied transposed: out = attention^T @ x",
+        _cam(_gram, _max_minus, lambda a, f: torch.bmm(a.permute(0, 2, 1), f)),
+    ),
+    Variant(
+        "CAM without the max-minus step",
+        "the max-minus step is missing: softmax(energy) instead of softmax(rowmax - energy), "
+        "which is softmax(-energy)",
+        _cam(_gram, lambda e: torch.softmax(e, dim=-1), torch.bmm),
+    ),
+    Variant(
+        "attention mixed across the batch",
+        "information leaks across the batch: one Gram matrix summed over all samples "
+        "(right only when batch == 1)",
+        _cam(_cam_mixed_batch, _max_minus, torch.bmm),
+    ),
+]

@@ -1,0 +1,225 @@
+"""Which weight of a port holds which parameter of the reference.
+
+In this order: an explicit map (JSON: ``{"query_conv.weight": "pam/q/kernel", ...}``); then
+names, where they say it (query, key, value, gamma; kernel/weight, bias; case and
+separators ignored); then the order the port created its weights in, among weights whose
+shapes fit. The layout of each pair (conv kernel, dense kernel, vector, scalar) follows
+from the two shapes. Whatever stays unmapped is an error that lists both sides. Port weights
+are named by their path inside the port (``query_conv/kernel``); a full path works too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from parity.layout import CONV_KERNEL, VECTOR, Binding, Layout
+from parity.ports import PortError
+
+
+class WeightMapError(ValueError):
+    """An explicit weight map that names keys or weights that do not exist (exit 2)."""
+
+
+@dataclass(frozen=True)
+class _DenseKernel(Layout):
+    """A 1x1 convolution held as a Dense kernel: OIHW (O, I, 1, 1) <-> (I, O)."""
+
+    def keras_shape(self, torch_shape):
+        o, i, kh, kw = torch_shape
+        return (i, o) if (kh, kw) == (1, 1) else None
+
+    def torch_shape(self, keras_shape):
+        i, o = keras_shape
+        return (o, i, 1, 1)
+
+    def to_keras(self, array):
+        return np.asarray(array)[:, :, 0, 0].T
+
+    def to_torch(self, array):
+        return np.asarray(array).T[:, :, None, None]
+
+
+DENSE_KERNEL = _DenseKernel("dense kernel", "OIHW (out, in, 1, 1)", "(in, out)")
+LINEAR = Layout("linear", "(out, in)", "(in, out)", (1, 0))
+
+
+@dataclass(frozen=True)
+class _OneElement(Layout):
+    """A one-element parameter (``gamma``) held in any one-element Keras shape."""
+
+    keras: tuple[int, ...] = ()
+
+    def keras_shape(self, torch_shape):
+        return self.keras if int(np.prod(torch_shape)) == 1 else None
+
+    def torch_shape(self, keras_shape):
+        return (1,)
+
+    def to_keras(self, array):
+        return np.asarray(array).reshape(self.keras)
+
+    def to_torch(self, array):
+        return np.asarray(array).reshape((1,))
+
+
+def infer_layout(torch_shape: tuple[int, ...], keras_shape: tuple[int, ...]) -> Layout | None:
+    """The layout that carries ``torch_shape`` onto ``keras_shape`` exactly, if any."""
+    torch_shape, keras_shape = tuple(torch_shape), tuple(keras_shape)
+    if int(np.prod(torch_shape)) == 1 and int(np.prod(keras_shape)) == 1 and len(torch_shape) <= 1:
+        return _OneElement("one element", "(1,)", str(keras_shape), keras=keras_shape)
+    if len(torch_shape) == 1 and torch_shape == keras_shape:
+        return VECTOR
+    if len(torch_shape) == 2 and torch_shape[::-1] == keras_shape:
+        return LINEAR
+    if len(torch_shape) == 4 and CONV_KERNEL.keras_shape(torch_shape) == keras_shape:
+        return CONV_KERNEL
+    if (
+        len(torch_shape) == 4
+        and len(keras_shape) == 2
+        and DENSE_KERNEL.keras_shape(torch_shape) == keras_shape
+    ):
+        return DENSE_KERNEL
+    return None
+
+
+_ROLES = {"query": {"query", "q"}, "key": {"key", "k"}, "value": {"value", "v"}, "gamma": {"gamma"}}
+_KINDS = {"weight": {"weight", "kernel", "w"}, "bias": {"bias", "b"}}
+
+
+def _tokens(name: str) -> list[str]:
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
+    return [t for t in re.split(r"[^a-z0-9]+", spaced.lower()) if t]
+
+
+def _role_and_kind(name: str) -> tuple[str | None, str | None]:
+    tokens = _tokens(name)
+    if not tokens:
+        return None, None
+    kind = next((k for k, words in _KINDS.items() if tokens[-1] in words), None)
+    owner = tokens[:-1] if kind else tokens
+    joined = "".join(owner)
+    roles = {
+        role
+        for role, words in _ROLES.items()
+        if any(t in words for t in owner) or any(len(w) > 1 and w in joined for w in words)
+    }
+    return (roles.pop() if len(roles) == 1 else None), kind
+
+
+def reference_role(key: str) -> tuple[str | None, str | None]:
+    """('query', 'weight') for 'query_conv.weight'; ('gamma', None) for 'gamma'."""
+    return _role_and_kind(key)
+
+
+def read_weight_map(path: str | Path) -> dict[str, str]:
+    try:
+        mapping = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise WeightMapError(f"cannot read --weight-map {path}: {error.strerror}") from error
+    except json.JSONDecodeError as error:
+        raise WeightMapError(f"--weight-map {path} is not valid JSON: {error}") from error
+    if not isinstance(mapping, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
+    ):
+        raise WeightMapError(
+            f"--weight-map {path} must be a JSON object of reference parameter -> port weight "
+            'path, e.g. {"query_conv.weight": "pam/query/kernel"}'
+        )
+    return mapping
+
+
+def _port_name(weight) -> str:
+    return weight.path
+
+
+def map_weights(
+    reference: Mapping[str, tuple[int, ...]],
+    port_weights: list,
+    explicit: Mapping[str, str] | None = None,
+    name_of=None,
+) -> list[Binding]:
+    """Bind every reference parameter to one port weight, or raise PortError listing both sides.
+
+    ``reference`` maps parameter names to shapes (reference order); ``port_weights`` are
+    Keras variables in creation order; ``name_of(weight)`` is the name matched against the
+    reference's (default: the weight's path). An explicit map names full paths.
+    """
+    name_of = name_of or _port_name
+    by_path = {name_of(w): w for w in port_weights}
+    by_path.update({_port_name(w): w for w in port_weights})
+    explicit = dict(explicit or {})
+    unknown_keys = sorted(set(explicit) - set(reference))
+    unknown_paths = sorted(set(explicit.values()) - set(by_path))
+    if unknown_keys or unknown_paths:
+        raise WeightMapError(
+            "the weight map names "
+            + "; ".join(
+                part
+                for part in (
+                    f"reference parameters that do not exist: {unknown_keys} "
+                    f"(known: {list(reference)})"
+                    if unknown_keys
+                    else "",
+                    f"port weights that do not exist: {unknown_paths} (known: {list(by_path)})"
+                    if unknown_paths
+                    else "",
+                )
+                if part
+            )
+        )
+    bindings: dict[str, Binding] = {}
+    taken: set[int] = set()
+    problems = []
+
+    def bind(key, weight):
+        layout = infer_layout(reference[key], tuple(weight.shape))
+        if layout is None:
+            return False
+        bindings[key] = Binding(key, weight, layout)
+        taken.add(id(weight))
+        return True
+
+    for key, path in explicit.items():
+        if not bind(key, by_path[path]):
+            problems.append(
+                f"weight map: {key!r} {tuple(reference[key])} cannot be held by "
+                f"{path!r} {tuple(by_path[path].shape)}"
+            )
+    for key in reference:
+        if key in bindings:
+            continue
+        role, kind = reference_role(key)
+        candidates = [
+            w
+            for w in port_weights
+            if id(w) not in taken
+            and role is not None
+            and _role_and_kind(name_of(w)) == (role, kind)
+        ]
+        if len(candidates) == 1:
+            bind(key, candidates[0])
+    # One-element parameters (gamma) last, so that they cannot take a one-element bias.
+    for key in sorted(reference, key=lambda k: int(np.prod(reference[k])) == 1):
+        if key in bindings:
+            continue
+        for weight in port_weights:
+            if id(weight) not in taken and bind(key, weight):
+                break
+    missing = [k for k in reference if k not in bindings]
+    extra = [w for w in port_weights if id(w) not in taken and w.trainable]
+    if problems or missing:
+        lines = [
+            *problems,
+            "reference parameters with no counterpart: "
+            + ", ".join(f"{k} {tuple(reference[k])}" for k in missing),
+            "port weights left over: "
+            + (", ".join(f"{_port_name(w)} {tuple(w.shape)}" for w in extra) or "none"),
+        ]
+        raise PortError("cannot map the reference's weights onto the port: " + "; ".join(lines))
+    return [bindings[k] for k in reference]

@@ -1,0 +1,271 @@
+"""``parity check --port``: anyone's port, through the command itself.
+
+Every planted buggy port is rejected (exit 1) with the right diagnosis, every faithful one
+passes (exit 0), ports that cannot hold weights are named for what they are, and the report
+is valid JSON with pictures.
+"""
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from parity.cli import main
+from parity.report import SCHEMA
+
+PORTS = "tests.power.ports"
+BLOG = "tests.power.blog_ports"
+
+# port -> (module, the hypothesis the diagnosis must name first)
+BUGS = {
+    "PAMReadsNHWCAsNCHW": ("pam", {"NHWC read as NCHW"}),
+    "PAMSoftmaxWrongAxis": ("pam", {"softmax over the wrong axis"}),
+    "PAMAttentionUntransposed": ("pam", {"attention applied transposed"}),
+    "PAMQueryKeySwapped": ("pam", {"query and key swapped"}),
+    "PAMNoResidual": ("pam", {"residual missing"}),
+    "PAMGradientBlocked": ("pam", {"bug only in gradients"}),
+    "PAMFloat16Attention": ("pam", {"precision-level deviation"}),
+    "PAMMixesBatch": (
+        "pam",
+        {"information leaking across the batch", "attention mixed across the batch"},
+    ),
+    "PAMFlattensColumnMajor": ("pam", {"positions flattened in the wrong order"}),
+    "PAMWritesCNAsNHWC": ("pam", {"(C, N) buffer written as NHWC"}),
+    "PAMKernelsReadAsOIHW": ("pam", {"kernel layout: OIHW reshaped into HWIO without a transpose"}),
+    "PAMGammaUnused": ("pam", {"gamma not loaded"}),
+    "PAMNamesSwapped": ("pam", {"query and key swapped"}),
+    "CAMReadsNHWCAsNCHW": ("cam", {"NHWC read as NCHW"}),
+    "CAMSoftmaxWrongAxis": ("cam", {"softmax over the wrong axis"}),
+    "CAMAttentionUntransposed": ("cam", {"attention applied transposed"}),
+    "CAMWithoutMaxMinus": ("cam", {"CAM without the max-minus step"}),
+    "CAMNoResidual": ("cam", {"residual missing"}),
+    "CAMGradientBlocked": ("cam", {"bug only in gradients"}),
+    "CAMFloat16Attention": ("cam", {"precision-level deviation"}),
+    "CAMMixesBatch": (
+        "cam",
+        {"information leaking across the batch", "attention mixed across the batch"},
+    ),
+    "CAMFlattensColumnMajor": ("cam", {"positions flattened in the wrong order"}),
+}
+
+# ports that cannot be compared at all -> what the diagnosis must say
+UNCOMPARABLE = {
+    f"{BLOG}:pam_bare_gamma": "a parameter that is not a tracked weight",
+    f"{BLOG}:PAMFreshLayersEachCall": "weights created anew on every call",
+    f"{PORTS}:PAMGammaNotTrainable": "a parameter that is not trained",
+    f"{PORTS}:PAMAssumesSquareInput": "crashes when H != W",
+    f"{PORTS}:PAMTransposesSpatialAxes": "spatial axes transposed",
+}
+
+FAITHFUL = {
+    f"{PORTS}:PAMEinsum": "pam",
+    f"{PORTS}:PAMRowChunked": "pam",
+    f"{PORTS}:CAMEinsum": "cam",
+    f"{PORTS}:CAMSoftmaxOfNegativeEnergy": "cam",
+    f"{BLOG}:pam_function": "pam",
+    f"{BLOG}:cam_function": "cam",
+}
+
+
+def run(argv, capsys):
+    try:
+        status = main(argv)
+    except SystemExit as exit_info:
+        status = exit_info.code
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def load_report(directory: Path, module: str) -> dict:
+    report = json.loads((directory / module / "report.json").read_text())
+    jsonschema.validate(report, SCHEMA)
+    return report
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A working directory that must stay empty except for the report."""
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    assert {p.name for p in tmp_path.iterdir()} <= {"report"}
+
+
+@pytest.mark.parametrize("port", BUGS)
+def test_planted_bug_is_rejected_with_its_diagnosis(port, workdir, capsys):
+    module, expected = BUGS[port]
+    status, out, _ = run(
+        ["check", module, "--port", f"{PORTS}:{port}", "--examples", "25", "--report", "report"],
+        capsys,
+    )
+    assert status == 1, out
+    report = load_report(workdir / "report", module)
+    assert report["verdict"] == "fail"
+    diagnosis = report["diagnosis"]
+    assert diagnosis["explained"], out
+    named = [h["hypothesis"] for h in diagnosis["hypotheses"] if h["explains"]]
+    assert named and named[0] in expected, out
+    assert "Minimal counterexample:" in out and "Replay: parity check" in out
+
+
+@pytest.mark.parametrize("port", UNCOMPARABLE)
+def test_ports_that_cannot_be_compared_are_named_for_what_they_are(port, workdir, capsys):
+    status, out, _ = run(
+        ["check", "pam", "--port", port, "--examples", "20", "--report", "report"], capsys
+    )
+    assert status == 1
+    report = load_report(workdir / "report", "pam")
+    assert UNCOMPARABLE[port] in report["diagnosis"]["cause"], out
+    assert UNCOMPARABLE[port] in out
+
+
+@pytest.mark.parametrize("port", FAITHFUL)
+def test_faithful_port_passes(port, workdir, capsys):
+    module = FAITHFUL[port]
+    status, out, _ = run(
+        ["check", module, "--port", port, "--examples", "30", "--report", "report"], capsys
+    )
+    assert status == 0, out
+    report = load_report(workdir / "report", module)
+    assert report["verdict"] == "pass" and report["examples_run"] == 30
+    assert report["counterexample"] is None and report["diagnosis"] is None
+
+
+def test_swapped_names_fail_by_default_and_pass_with_the_suggested_weight_map(workdir, capsys):
+    port = f"{PORTS}:PAMNamesSwapped"
+    status, out, _ = run(
+        ["check", "pam", "--port", port, "--examples", "20", "--report", "report"], capsys
+    )
+    assert status == 1
+    suggestion = load_report(workdir / "report", "pam")["diagnosis"]["suggestion"]
+    mapping = json.loads(suggestion[suggestion.index("{") :])
+    assert mapping["query_conv.weight"] == "key_conv/kernel"
+    map_file = workdir / "report" / "weight_map.json"
+    map_file.write_text(json.dumps(mapping))
+    status, out, _ = run(
+        ["check", "pam", "--port", port, "--weight-map", str(map_file), "--examples", "30"], capsys
+    )
+    assert status == 0, out
+
+
+def test_report_of_a_failure_has_pictures_and_a_replay(workdir, capsys):
+    port = f"{PORTS}:PAMFlattensColumnMajor"
+    run(["check", "pam", "--port", port, "--examples", "20", "--report", "report"], capsys)
+    report = load_report(workdir / "report", "pam")
+    assert report["pictures"] == ["error_map.png", "channel_errors.png", "side_by_side.png"]
+    for picture in report["pictures"]:
+        assert (workdir / "report" / "pam" / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report["replay"].startswith(f"parity check pam --port {port} --example ")
+    assert report["weight_map"]["query_conv.weight"].endswith("query_conv/kernel")
+    failing = [c for c in report["comparisons"] if not c["passed"]]
+    assert failing and all(len(c["worst_index"]) == len(c["shape"]) for c in failing)
+
+
+def test_the_replay_command_reproduces_the_failure(workdir, capsys):
+    port = f"{PORTS}:PAMSoftmaxWrongAxis"
+    _, out, _ = run(["check", "pam", "--port", port, "--examples", "20"], capsys)
+    replay = next(line for line in out.splitlines() if line.startswith("Replay: "))
+    argv = replay.removeprefix("Replay: parity ").split()
+    status, replayed, _ = run(argv, capsys)
+    assert status == 1
+    assert "softmax normalises over the query positions" in replayed
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["check", "pam", "--port", "no_such_module:make"],
+            "cannot import module 'no_such_module'",
+        ),
+        (["check", "pam", "--port", f"{BLOG}:missing"], "has no attribute 'missing'"),
+        (["check", "pam", "--port", f"{BLOG}:NOT_CALLABLE"], "not a callable factory"),
+        (
+            ["check", "pam", "--port", f"{BLOG}:pam_factory_that_raises"],
+            "the factory raised on channels=",
+        ),
+        (["check", "pam", "--port", "no-colon"], "--port expects MODULE:FACTORY"),
+        (["check", "pam", "cam", "--port", f"{PORTS}:PAMEinsum"], "--port checks one module"),
+        (["check", "pam", "--weight-map", "m.json"], "give --port too"),
+        (["check", "pam", "--examples", "0"], "must be at least 1, got 0"),
+        (["check", "sam"], "unknown module 'sam'"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_2(argv, message, workdir, capsys):
+    status, out, err = run(argv, capsys)
+    assert status == 2
+    assert message in err
+    assert "Traceback" not in err + out
+
+
+def test_weight_map_naming_unknown_keys_is_exit_2(workdir, capsys):
+    (workdir / "report").mkdir()
+    map_file = workdir / "report" / "bad.json"
+    map_file.write_text(json.dumps({"query_conv.wieght": "x/kernel"}))
+    status, _, err = run(
+        ["check", "pam", "--port", f"{PORTS}:PAMEinsum", "--weight-map", str(map_file)], capsys
+    )
+    assert status == 2
+    assert "reference parameters that do not exist: ['query_conv.wieght']" in err
+
+
+def test_unwritable_report_directory_is_exit_2(workdir, capsys):
+    (workdir / "report").write_text("a file, not a folder")
+    status, _, err = run(["check", "cam", "--examples", "2", "--report", "report/out"], capsys)
+    assert status == 2
+    assert "cannot write the report directory report/out" in err
+
+
+def test_pytest_runs_the_whole_property_suite_against_a_port():
+    """``pytest --port`` swaps the port under the project's own parity properties."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_parity.py",
+            "-k",
+            "outputs",
+            "--port",
+            f"{PORTS}:PAMSoftmaxWrongAxis",
+            "--hypothesis-profile",
+            "ci",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 1, result.stdout[-2000:]
+    assert "port under test: tests.power.ports:PAMSoftmaxWrongAxis" in result.stdout
+    assert "1 failed" in result.stdout
+    assert f"Replay: parity check pam --port {PORTS}:PAMSoftmaxWrongAxis --example" in result.stdout
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_pair_of_your_own_runs_the_same_checks(monkeypatch, capsys):
+    """The README's squeeze-and-excitation example: the spec passes, a buggy port fails."""
+    monkeypatch.chdir(ROOT)
+    spec = "examples.squeeze_excitation:SE_PAIR"
+    status, out, _ = run(["check", "--spec", spec, "--examples", "30"], capsys)
+    assert status == 0, out
+    assert "grad[fc1.weight]" in out and "se: pass" in out
+    buggy = "examples.squeeze_excitation:SqueezeExciteForgetsTheSigmoid"
+    status, out, _ = run(["check", "--spec", spec, "--port", buggy, "--examples", "30"], capsys)
+    assert status == 1
+    assert f"Replay: parity check --spec {spec} --port {buggy} --example" in out
+
+
+def test_spec_that_is_not_a_pair_is_exit_2(monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    status, _, err = run(["check", "--spec", "examples.squeeze_excitation:SEBlock"], capsys)
+    assert status == 2
+    assert "is a type, not a ModulePair" in err
