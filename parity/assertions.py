@@ -41,7 +41,25 @@ def checker_for(pair: ModulePair) -> Checker:
 def assert_parity(pair: ModulePair, example: Example, *, gradients: bool = True) -> ExampleReport:
     """Check one example; raise ParityFailure if any tensor is off. Returns the report."""
     __tracebackhide__ = True
-    report = checker_for(pair).check(example, gradients=gradients)
+    return assert_report(checker_for(pair).check(example, gradients=gradients), pair)
+
+
+def assert_report(report: ExampleReport, pair: ModulePair | None = None) -> ExampleReport:
+    """Raise ParityFailure for a failing report (from any kind of check)."""
+    __tracebackhide__ = True
     if not report.passed:
         raise ParityFailure(report, pair)
     return report
+
+
+@cache
+def training_checker_for(pair: ModulePair):
+    from parity.training import TrainingChecker
+
+    return TrainingChecker(checker_for(pair))
+
+
+def assert_training_parity(pair: ModulePair, example: Example, optimizer) -> ExampleReport:
+    """One training step (``parity.training``) on one example; ParityFailure if off."""
+    __tracebackhide__ = True
+    return assert_report(training_checker_for(pair).check(example, optimizer), pair)

@@ -93,6 +93,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="B,C,H,W,SCALE,SEED",
         help="replay one example exactly, as printed by a failure",
     )
+    convert = commands.add_parser(
+        "convert",
+        help="convert a checkpoint: PyTorch -> Keras .weights.h5, or Keras -> .safetensors",
+        description="Convert a PyTorch checkpoint (.pth/.pt/.bin, read with weights_only=True, "
+        "or .safetensors) into Keras weights (.weights.h5), or Keras weights back into "
+        ".safetensors. Strict: missing, unexpected or mis-shaped keys are refused (exit 2, "
+        "nothing written) unless named with --ignore.",
+    )
+    convert.add_argument("source", metavar="IN")
+    convert.add_argument("target", metavar="OUT")
+    convert.add_argument("--module", choices=["head", "pam", "cam"], default="head")
+    convert.add_argument(
+        "--prefix", default="", help="keys' prefix in the checkpoint, e.g. head. for a full DANet"
+    )
+    convert.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="leave this key (a glob, without the prefix) out; repeatable",
+    )
     return parser
 
 
@@ -423,6 +444,23 @@ def _write_report(pair, args, report_dir, outcome, diagnosis, checker) -> Path:
     return reporting.write_json(report, directory)
 
 
+# -- convert -----------------------------------------------------------------------------------
+
+
+def run_convert(args) -> int:
+    from parity.checkpoint import CheckpointError, convert
+
+    try:
+        conversion = convert(
+            args.source, args.target, module=args.module, prefix=args.prefix, ignore=args.ignore
+        )
+    except CheckpointError as error:
+        print(f"parity: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(conversion.text(args.source, args.target))
+    return EXIT_PARITY
+
+
 # -- entry point -------------------------------------------------------------------------------
 
 
@@ -433,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     # Softmax over one position (PAM on 1x1, CAM with one channel) is expected here.
     warnings.filterwarnings("ignore", message="You are using a softmax over axis")
     import_keras_quietly()
+    if args.command == "convert":
+        return run_convert(args)
     from hypothesis.configuration import set_hypothesis_home_dir
 
     # Hypothesis and matplotlib keep caches in the working directory and the home folder:

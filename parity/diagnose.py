@@ -23,7 +23,7 @@ from parity.engine import Checker, ExampleData, ExampleReport
 from parity.layout import CONV_KERNEL, Binding, Layout
 from parity.ports import PortError
 from parity.strategies import Example
-from parity.variants import residual_variants
+from parity.variants import output_permutations, residual_variants
 from parity.weight_map import reference_role
 
 PRECISION_LIMIT = 3e-2
@@ -136,12 +136,14 @@ class Diagnoser:
         return self._residual(report, report.truth, report.reference, port)
 
     # -- the hypotheses ------------------------------------------------------------------
-    def variants(self, example: Example):
+    def variants(self, example: Example, outputs: int = 1):
         variants = []
         if self.pair.residual:
             variants += residual_variants(
                 square=example.height == example.width, data_format=self.pair.data_format
             )
+        if outputs > 1:
+            variants += output_permutations(outputs)
         return [*variants, *self.pair.variants]
 
     def weight_hypotheses(self, example: Example, data: ExampleData):
@@ -197,6 +199,26 @@ class Diagnoser:
                     f"if they were {name}; loaded that way, they make the port match"
                 )
             hypotheses.append((f"kernel layout: {name}", cause, alternative, ""))
+        statistics = {"running_mean": "running_var", "running_var": "running_mean"}
+        by_key = {b.torch_key: b for b in current}
+        swapped_statistics = []
+        for b in current:
+            stem, _, stat = b.torch_key.rpartition(".")
+            partner = by_key.get(f"{stem}.{statistics[stat]}") if stat in statistics else None
+            swapped_statistics.append(
+                Binding(b.torch_key, partner.variable, b.layout) if partner else b
+            )
+        if any(
+            s.variable is not b.variable for s, b in zip(swapped_statistics, current, strict=True)
+        ):
+            hypotheses.append(
+                (
+                    "running mean and variance swapped",
+                    "BatchNorm's running mean and running variance are swapped in conversion",
+                    swapped_statistics,
+                    "",
+                )
+            )
         return hypotheses
 
     def batch_leak(self, report: ExampleReport, data: ExampleData) -> Finding | None:
@@ -236,14 +258,7 @@ class Diagnoser:
         shapes it needs."""
         shapes = getattr(error, "shapes", None)
         if shapes is not None:
-            got, expected = shapes
-            if len(got) == 4 and got == (expected[0], expected[1], expected[3], expected[2]):
-                return Diagnosis(
-                    True,
-                    "spatial axes transposed: the port returns H and W swapped "
-                    f"({got} where {expected} was expected, in NCHW)",
-                )
-            return Diagnosis(True, str(error), restates_error=True)
+            return self._diagnose_shapes(error, *shapes)
         if not str(error).startswith("the port raised"):
             return Diagnosis(True, str(error), restates_error=True)
         h, w = example.height, example.width
@@ -260,8 +275,35 @@ class Diagnoser:
         if not findings and example.batch == 1 and self._runs(example._replace(batch=2)):
             findings.append("the port crashes with batch 1 and runs with batch 2")
         if not findings:
+            larger = example._replace(height=max(h, 5), width=max(w, 6))
+            try:
+                self.checker.check(larger, gradients=False)
+            except PortError as other:
+                if getattr(other, "shapes", None) is not None:
+                    found = self._diagnose_shapes(other, *other.shapes)
+                    if not found.restates_error:
+                        return Diagnosis(True, f"{found.cause}; on smaller maps it crashes")
+        if not findings:
             return Diagnosis(True, f"the port crashes on this input: {error}", restates_error=True)
         return Diagnosis(True, "; ".join(findings))
+
+    def _diagnose_shapes(self, error, got, expected) -> Diagnosis:
+        if len(got) == 4 and len(expected) == 4:
+            if got == (expected[0], expected[1], expected[3], expected[2]):
+                return Diagnosis(
+                    True,
+                    "spatial axes transposed: the port returns H and W swapped "
+                    f"({got} where {expected} was expected, in NCHW)",
+                )
+            lost = {expected[2] - got[2], expected[3] - got[3]}
+            if got[:2] == expected[:2] and len(lost) == 1 and lost.pop() > 0:
+                return Diagnosis(
+                    True,
+                    "padding 'valid' where the reference pads: the port's maps come out "
+                    f"{expected[2] - got[2]} pixels smaller ({got} where {expected} was "
+                    "expected, in NCHW)",
+                )
+        return Diagnosis(True, str(error), restates_error=True)
 
     # -- the whole diagnosis ------------------------------------------------------------------
     def richer_example(self, example: Example) -> Example:
@@ -304,7 +346,8 @@ class Diagnoser:
                 bindings = dict((h[0], h[2]) for h in self.weight_hypotheses(r.example, d))[name]
                 results.append(self._reloaded(r, d, bindings))
             findings.append(_finding(name, cause, results, suggestion))
-        for variant in self.variants(example):
+        outputs = sum(name.startswith("output") for name in report.truth)
+        for variant in self.variants(example, outputs):
             results = [self._variant(r, d, variant) for r, d in zip(examples, datas, strict=True)]
             findings.append(_finding(variant.name, variant.cause, results))
         for r, d in zip(examples, datas, strict=True):

@@ -198,12 +198,15 @@ class Checker:
         gradients: bool = True,
         keep: bool = False,
         forward_first: bool = False,
+        always_noise: bool = False,
     ) -> ExampleReport:
         """Compare the port with the reference on one example. ``keep`` keeps the arrays.
 
         ``forward_first`` answers "does the full check fail?" more cheaply when it does:
         a failing forward pass is returned without computing gradients (shrinking a
-        counterexample runs hundreds of failing examples).
+        counterexample runs hundreds of failing examples). ``always_noise`` simulates
+        float32 rounding even when the port passes without it, so that every ratio
+        reported is against the full floor (for calibration).
         """
         gradients = gradients and self.pair.gradients
         if forward_first and gradients:
@@ -215,19 +218,42 @@ class Checker:
         reference = self.run_reference(example, data, torch.float32, gradients)
         port = self.run_port(example, data, gradients)
         _check_shapes(truth, port, self.pair.data_format)
-        comparisons = compare(truth, reference, port, self.policy)
-        if not all(c.passed for c in comparisons):
-            # Simulated float32 rounding can only raise the floor: it is needed (and paid
-            # for) only when a tensor fails without it.
-            noisy = []
-            for draw in range(ROUNDING_NOISE_DRAWS):
-                with Float32RoundingNoise(seed=example.seed + draw):
-                    noisy.append(self.run_reference(example, data, torch.float64, gradients))
-            comparisons = compare(truth, reference, port, self.policy, rounding_noise=noisy)
+        comparisons = judge(
+            truth,
+            reference,
+            port,
+            self.policy,
+            lambda: self.run_reference(example, data, torch.float64, gradients),
+            seed=example.seed,
+            always_noise=always_noise,
+        )
         report = ExampleReport(self.pair.name, example, comparisons)
         if keep:
             report = replace(report, truth=truth, reference=reference, port=port, x=data.x)
         return report
+
+
+def judge(
+    truth: Results,
+    reference: Results,
+    port: Results,
+    policy: TolerancePolicy,
+    rerun_truth: Callable[[], Results],
+    *,
+    seed: int,
+    always_noise: bool = False,
+) -> list[TensorComparison]:
+    """compare(), with the rounding-noise floor from ROUNDING_NOISE_DRAWS reruns of the
+    float64 reference under simulated float32 rounding. The floor can only rise, so the
+    reruns are paid for only when some tensor fails without them."""
+    comparisons = compare(truth, reference, port, policy)
+    if always_noise or not all(c.passed for c in comparisons):
+        noisy = []
+        for draw in range(ROUNDING_NOISE_DRAWS):
+            with Float32RoundingNoise(seed=seed + draw):
+                noisy.append(rerun_truth())
+        comparisons = compare(truth, reference, port, policy, rounding_noise=noisy)
+    return comparisons
 
 
 def _check_shapes(truth: Results, port: Results, data_format: str) -> None:

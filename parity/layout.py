@@ -10,7 +10,8 @@ silently scramble a wrong layout.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from fnmatch import fnmatchcase
 from typing import Any
 
 import numpy as np
@@ -138,8 +139,23 @@ def bindings_for(layer) -> list[Binding]:
     )
 
 
+def batch_norm_bindings(prefix: str, norm) -> list[Binding]:
+    """A Keras BatchNormalization bound to PyTorch's BatchNorm2d ``{prefix}.*`` (its
+    ``num_batches_tracked`` has no Keras counterpart and is ignored on purpose)."""
+    return [
+        Binding(f"{prefix}.weight", norm.gamma, VECTOR),
+        Binding(f"{prefix}.bias", norm.beta, VECTOR),
+        Binding(f"{prefix}.running_mean", norm.moving_mean, VECTOR),
+        Binding(f"{prefix}.running_var", norm.moving_variance, VECTOR),
+    ]
+
+
+def prefixed(prefix: str, bindings: list[Binding]) -> list[Binding]:
+    return [replace(b, torch_key=prefix + b.torch_key) for b in bindings]
+
+
 def _register_bundled_layers() -> None:
-    from impl_keras import ChannelAttention, PositionAttention
+    from impl_keras import ChannelAttention, DANetHead, PositionAttention
 
     @register_bindings(PositionAttention)
     def _pam(layer):
@@ -153,6 +169,22 @@ def _register_bundled_layers() -> None:
     @register_bindings(ChannelAttention)
     def _cam(layer):
         return [Binding("gamma", layer.gamma, SCALAR)]
+
+    @register_bindings(DANetHead)
+    def _head(layer):
+        bindings = []
+        for name in ("conv5a", "conv5c"):
+            block = getattr(layer, name)
+            bindings += conv_bindings(f"{name}.0", block.conv, bias=False)
+            bindings += batch_norm_bindings(f"{name}.1", block.norm)
+        bindings += prefixed("sa.", _pam(layer.sa)) + prefixed("sc.", _cam(layer.sc))
+        for name in ("conv51", "conv52"):
+            block = getattr(layer, name)
+            bindings += conv_bindings(f"{name}.0", block.conv, bias=False)
+            bindings += batch_norm_bindings(f"{name}.1", block.norm)
+        for name in ("conv6", "conv7", "conv8"):
+            bindings += conv_bindings(f"{name}.1", getattr(layer, name).conv)
+        return bindings
 
 
 _register_bundled_layers()
@@ -208,14 +240,20 @@ def load_state_dict(
     """Copy a PyTorch state_dict (or module) into a built Keras layer's weights.
 
     Strict: every bound key must be present with the shape its layout implies, and every key
-    under ``prefix`` must be bound (except those named in ``ignore``); otherwise nothing is
-    written and a StateDictMismatchError lists every problem. Returns the bindings used.
+    under ``prefix`` must be bound (except those matching a pattern in ``ignore``, e.g.
+    ``*num_batches_tracked``; patterns apply to the key without the prefix); otherwise
+    nothing is written and a StateDictMismatchError lists every problem. Returns the
+    bindings used.
     """
     bindings = bindings_for(layer) if bindings is None else bindings
     arrays = state_dict_arrays(source)
-    ignored = {prefix + key for key in ignore}
     expected = {prefix + b.torch_key for b in bindings}
-    present = {key for key in arrays if key.startswith(prefix)} - ignored
+    present = {
+        key
+        for key in arrays
+        if key.startswith(prefix)
+        and not any(fnmatchcase(key[len(prefix) :], pattern) for pattern in ignore)
+    }
     problems = [
         f"missing key {key!r} (Keras weight {b.keras_path!r}, shape {b.keras_shape})"
         for b in bindings

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from fnmatch import fnmatchcase
 from typing import Any
 
 import numpy as np
 
 from impl_keras import ChannelAttention, PositionAttention
+from impl_keras import DANetHead as KerasDANetHead
 from parity.layout import Binding, bindings_for
 from parity.ports import PortError
 from parity.strategies import examples
-from parity.variants import CAM_VARIANTS, PAM_VARIANTS
+from parity.variants import CAM_VARIANTS, HEAD_VARIANTS, PAM_VARIANTS
 from parity.weight_map import map_weights
-from reference_torch import CAM_Module, PAM_Module
+from reference_torch import CAM_Module, DANetHead, PAM_Module
 
 GAMMA_MAGNITUDE = (0.25, 4.0)
 """Scalar parameters (``gamma``) are drawn this far from zero, with a random sign: at
@@ -31,8 +33,10 @@ def random_parameters(module, rng: np.random.Generator) -> dict[str, np.ndarray]
 
     Rank >= 2 (kernels): uniform in +-1/sqrt(fan_in), PyTorch's default bound. Biases: the
     same bound as their layer's kernel. One-element parameters: log-uniform magnitude in
-    GAMMA_MAGNITUDE, random sign. Buffers are kept as they are. Values are rounded to
-    float32 so that the float32 and float64 runs see exactly the same numbers.
+    GAMMA_MAGNITUDE, random sign. BatchNorm's running mean and variance: uniform in
+    +-0.5 and [0.5, 2] (at their init, 0 and 1, a swap of the two or a wrong epsilon can
+    hide); other buffers are kept. Values are rounded to float32 so that the float32 and
+    float64 runs see exactly the same numbers.
     """
     state = {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
     parameters = dict(module.named_parameters())
@@ -47,6 +51,11 @@ def random_parameters(module, rng: np.random.Generator) -> dict[str, np.ndarray]
             bound = 1.0 / np.sqrt(fan_in)
             value = rng.uniform(-bound, bound, size=shape)
         state[name] = value.astype(np.float32)
+    for name in state:
+        if name.endswith("running_mean"):
+            state[name] = rng.uniform(-0.5, 0.5, size=state[name].shape).astype(np.float32)
+        elif name.endswith("running_var"):
+            state[name] = rng.uniform(0.5, 2.0, size=state[name].shape).astype(np.float32)
     return state
 
 
@@ -111,17 +120,36 @@ CAM = ModulePair(
     residual=True,
     variants=tuple(CAM_VARIANTS),
 )
-BUILTIN_PAIRS = {pair.name: pair for pair in (PAM, CAM)}
+
+
+def head_out_channels(in_channels: int) -> int:
+    """The head's classes, 2 to 8, varying with the drawn input channels so that the
+    examples cover class counts too without another field."""
+    return 2 + in_channels % 7
+
+
+HEAD = ModulePair(
+    name="head",
+    make_reference=lambda channels: DANetHead(channels, head_out_channels(channels)),
+    make_port=lambda channels: KerasDANetHead(head_out_channels(channels)),
+    min_channels=32,
+    max_channels=64,
+    strategy=examples(min_channels=32, max_channels=64, max_side=16),
+    ignore=("*num_batches_tracked",),
+    variants=tuple(HEAD_VARIANTS),
+)
+BUILTIN_PAIRS = {pair.name: pair for pair in (PAM, CAM, HEAD)}
 
 
 def channels_first(pair: ModulePair) -> ModulePair:
     """The same pair with the bundled port run on NCHW inputs."""
-    port_class = {"pam": PositionAttention, "cam": ChannelAttention}[pair.name]
+
+    def make_port(channels):
+        layer = pair.make_port(channels)
+        return type(layer).from_config({**layer.get_config(), "data_format": "channels_first"})
+
     return replace(
-        pair,
-        name=f"{pair.name}-channels-first",
-        make_port=lambda channels: port_class(data_format="channels_first"),
-        data_format="channels_first",
+        pair, name=f"{pair.name}-channels-first", make_port=make_port, data_format="channels_first"
     )
 
 
@@ -132,7 +160,7 @@ def mapped_bindings(weight_map: dict[str, str] | None = None, ignore: tuple[str,
         shapes = {
             key: tuple(value.shape)
             for key, value in reference.state_dict().items()
-            if key not in ignore
+            if not any(fnmatchcase(key, pattern) for pattern in ignore)
         }
         try:
             mapped = map_weights(shapes, port.weights, weight_map, name_of=port.name_of)

@@ -284,3 +284,84 @@ CAM_VARIANTS = [
         _cam(_cam_mixed_batch, _max_minus, torch.bmm),
     ),
 ]
+
+
+# -- the DANet head -------------------------------------------------------------------------
+
+
+def _head(*, eps=None, relu_missing="", relu_before="") -> Forward:
+    """The head's forward (evaluation mode) with one of its blocks changed."""
+    from torch.nn import functional as F  # noqa: N812
+
+    def block(module, name, x):
+        conv, norm = getattr(module, name)[0], getattr(module, name)[1]
+        y = conv(x)
+        if relu_before == name:
+            y = torch.relu(y)
+        y = F.batch_norm(
+            y,
+            norm.running_mean,
+            norm.running_var,
+            norm.weight,
+            norm.bias,
+            training=False,
+            eps=norm.eps if eps is None else eps,
+        )
+        return y if relu_missing == name or relu_before == name else torch.relu(y)
+
+    def forward(module, x):
+        sa_conv = block(module, "conv51", module.sa(block(module, "conv5a", x)))
+        sc_conv = block(module, "conv52", module.sc(block(module, "conv5c", x)))
+        return module.conv8(sa_conv + sc_conv), module.conv6(sa_conv), module.conv7(sc_conv)
+
+    return forward
+
+
+HEAD_BLOCKS = ("conv5a", "conv5c", "conv51", "conv52")
+HEAD_VARIANTS = [
+    Variant(
+        "BatchNorm epsilon at Keras' default",
+        "BatchNorm uses Keras' default epsilon 1e-3 where PyTorch's is 1e-5",
+        _head(eps=1e-3),
+    ),
+    *(
+        Variant(
+            f"ReLU missing after {name}'s norm",
+            f"the ReLU after {name}'s BatchNorm is missing",
+            _head(relu_missing=name),
+        )
+        for name in HEAD_BLOCKS
+    ),
+    *(
+        Variant(
+            f"ReLU before {name}'s norm",
+            f"{name} applies its ReLU before the BatchNorm instead of after it",
+            _head(relu_before=name),
+        )
+        for name in HEAD_BLOCKS
+    ),
+]
+
+
+def output_permutations(count: int) -> list[Variant]:
+    """For a module with several outputs: the port returns them in another order."""
+    from itertools import permutations
+
+    variants = []
+    for order in permutations(range(count)):
+        if list(order) == list(range(count)):
+            continue
+        names = ", ".join(f"output[{i}]" for i in order)
+
+        def forward(module, x, order=order):
+            outputs = module(x)
+            return tuple(outputs[i] for i in order)
+
+        variants.append(
+            Variant(
+                "outputs in another order",
+                f"the outputs come in another order: the port returns ({names})",
+                forward,
+            )
+        )
+    return variants

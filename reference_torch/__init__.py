@@ -1,5 +1,6 @@
-"""The PyTorch reference: DANet's attention modules with the original names."""
+"""The PyTorch reference: DANet's attention modules and head, with the original names."""
 
 from reference_torch.attention import CAM_Module, PAM_Module
+from reference_torch.head import DANetHead
 
-__all__ = ["CAM_Module", "PAM_Module"]
+__all__ = ["CAM_Module", "DANetHead", "PAM_Module"]

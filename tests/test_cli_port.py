@@ -16,37 +16,45 @@ from parity.report import SCHEMA
 
 PORTS = "tests.power.ports"
 BLOG = "tests.power.blog_ports"
+HEADS = "tests.power.head_ports"
 
 # port -> (module, the hypothesis the diagnosis must name first)
 BUGS = {
-    "PAMReadsNHWCAsNCHW": ("pam", {"NHWC read as NCHW"}),
-    "PAMSoftmaxWrongAxis": ("pam", {"softmax over the wrong axis"}),
-    "PAMAttentionUntransposed": ("pam", {"attention applied transposed"}),
-    "PAMQueryKeySwapped": ("pam", {"query and key swapped"}),
-    "PAMNoResidual": ("pam", {"residual missing"}),
-    "PAMGradientBlocked": ("pam", {"bug only in gradients"}),
-    "PAMFloat16Attention": ("pam", {"precision-level deviation"}),
-    "PAMMixesBatch": (
+    f"{PORTS}:PAMReadsNHWCAsNCHW": ("pam", {"NHWC read as NCHW"}),
+    f"{PORTS}:PAMSoftmaxWrongAxis": ("pam", {"softmax over the wrong axis"}),
+    f"{PORTS}:PAMAttentionUntransposed": ("pam", {"attention applied transposed"}),
+    f"{PORTS}:PAMQueryKeySwapped": ("pam", {"query and key swapped"}),
+    f"{PORTS}:PAMNoResidual": ("pam", {"residual missing"}),
+    f"{PORTS}:PAMGradientBlocked": ("pam", {"bug only in gradients"}),
+    f"{PORTS}:PAMFloat16Attention": ("pam", {"precision-level deviation"}),
+    f"{PORTS}:PAMMixesBatch": (
         "pam",
         {"information leaking across the batch", "attention mixed across the batch"},
     ),
-    "PAMFlattensColumnMajor": ("pam", {"positions flattened in the wrong order"}),
-    "PAMWritesCNAsNHWC": ("pam", {"(C, N) buffer written as NHWC"}),
-    "PAMKernelsReadAsOIHW": ("pam", {"kernel layout: OIHW reshaped into HWIO without a transpose"}),
-    "PAMGammaUnused": ("pam", {"gamma not loaded"}),
-    "PAMNamesSwapped": ("pam", {"query and key swapped"}),
-    "CAMReadsNHWCAsNCHW": ("cam", {"NHWC read as NCHW"}),
-    "CAMSoftmaxWrongAxis": ("cam", {"softmax over the wrong axis"}),
-    "CAMAttentionUntransposed": ("cam", {"attention applied transposed"}),
-    "CAMWithoutMaxMinus": ("cam", {"CAM without the max-minus step"}),
-    "CAMNoResidual": ("cam", {"residual missing"}),
-    "CAMGradientBlocked": ("cam", {"bug only in gradients"}),
-    "CAMFloat16Attention": ("cam", {"precision-level deviation"}),
-    "CAMMixesBatch": (
+    f"{PORTS}:PAMFlattensColumnMajor": ("pam", {"positions flattened in the wrong order"}),
+    f"{PORTS}:PAMWritesCNAsNHWC": ("pam", {"(C, N) buffer written as NHWC"}),
+    f"{PORTS}:PAMKernelsReadAsOIHW": (
+        "pam",
+        {"kernel layout: OIHW reshaped into HWIO without a transpose"},
+    ),
+    f"{PORTS}:PAMGammaUnused": ("pam", {"gamma not loaded"}),
+    f"{PORTS}:PAMNamesSwapped": ("pam", {"query and key swapped"}),
+    f"{PORTS}:CAMReadsNHWCAsNCHW": ("cam", {"NHWC read as NCHW"}),
+    f"{PORTS}:CAMSoftmaxWrongAxis": ("cam", {"softmax over the wrong axis"}),
+    f"{PORTS}:CAMAttentionUntransposed": ("cam", {"attention applied transposed"}),
+    f"{PORTS}:CAMWithoutMaxMinus": ("cam", {"CAM without the max-minus step"}),
+    f"{PORTS}:CAMNoResidual": ("cam", {"residual missing"}),
+    f"{PORTS}:CAMGradientBlocked": ("cam", {"bug only in gradients"}),
+    f"{PORTS}:CAMFloat16Attention": ("cam", {"precision-level deviation"}),
+    f"{PORTS}:CAMMixesBatch": (
         "cam",
         {"information leaking across the batch", "attention mixed across the batch"},
     ),
-    "CAMFlattensColumnMajor": ("cam", {"positions flattened in the wrong order"}),
+    f"{PORTS}:CAMFlattensColumnMajor": ("cam", {"positions flattened in the wrong order"}),
+    f"{HEADS}:HeadOutputsReordered": ("head", {"outputs in another order"}),
+    f"{HEADS}:HeadKerasDefaultEpsilon": ("head", {"BatchNorm epsilon at Keras' default"}),
+    f"{HEADS}:HeadNoReLUAfterNorm": ("head", {"ReLU missing after conv51's norm"}),
+    f"{HEADS}:HeadReLUBeforeNorm": ("head", {"ReLU before conv5a's norm"}),
 }
 
 # ports that cannot be compared at all -> what the diagnosis must say
@@ -56,6 +64,7 @@ UNCOMPARABLE = {
     f"{PORTS}:PAMGammaNotTrainable": "a parameter that is not trained",
     f"{PORTS}:PAMAssumesSquareInput": "crashes when H != W",
     f"{PORTS}:PAMTransposesSpatialAxes": "spatial axes transposed",
+    f"{HEADS}:HeadValidPadding": "padding 'valid' where the reference pads",
 }
 
 FAITHFUL = {
@@ -95,8 +104,7 @@ def workdir(tmp_path, monkeypatch):
 def test_planted_bug_is_rejected_with_its_diagnosis(port, workdir, capsys):
     module, expected = BUGS[port]
     status, out, _ = run(
-        ["check", module, "--port", f"{PORTS}:{port}", "--examples", "25", "--report", "report"],
-        capsys,
+        ["check", module, "--port", port, "--examples", "25", "--report", "report"], capsys
     )
     assert status == 1, out
     report = load_report(workdir / "report", module)
@@ -110,11 +118,12 @@ def test_planted_bug_is_rejected_with_its_diagnosis(port, workdir, capsys):
 
 @pytest.mark.parametrize("port", UNCOMPARABLE)
 def test_ports_that_cannot_be_compared_are_named_for_what_they_are(port, workdir, capsys):
+    module = "head" if port.startswith(HEADS) else "pam"
     status, out, _ = run(
-        ["check", "pam", "--port", port, "--examples", "20", "--report", "report"], capsys
+        ["check", module, "--port", port, "--examples", "20", "--report", "report"], capsys
     )
     assert status == 1
-    report = load_report(workdir / "report", "pam")
+    report = load_report(workdir / "report", module)
     assert UNCOMPARABLE[port] in report["diagnosis"]["cause"], out
     assert UNCOMPARABLE[port] in out
 

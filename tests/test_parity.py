@@ -9,14 +9,14 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from parity.assertions import assert_parity
-from parity.spec import CAM, PAM, channels_first, pair_for_port
+from parity.spec import CAM, HEAD, PAM, channels_first, pair_for_port
 from parity.weight_map import read_weight_map
 
 
 @cache
 def pairs_under_test(port, weight_map, data_format):
     if port is None:
-        return (PAM, CAM, channels_first(PAM), channels_first(CAM))
+        return tuple(pair for p in (PAM, CAM, HEAD) for pair in (p, channels_first(p)))
     mapping = read_weight_map(weight_map) if weight_map else None
     flags = [f"--port {port.split('=')[-1]}"]
     flags += [f"--weight-map {weight_map}"] if weight_map else []
@@ -48,6 +48,9 @@ def test_outputs_match_reference(pair, data):
 @given(data=st.data())
 def test_gradients_match_reference(pair, data):
     """Gradients w.r.t. the input and every parameter, for a random cotangent."""
-    report = assert_parity(pair, draw_example(data, pair), gradients=True)
-    compared = {c.name for c in report.comparisons}
-    assert {"grad[input]", "grad[gamma]"} <= compared
+    example = draw_example(data, pair)
+    report = assert_parity(pair, example, gradients=True)
+    parameters = dict(pair.make_reference(example.channels).named_parameters())
+    assert {c.name for c in report.comparisons} >= {"grad[input]"} | {
+        f"grad[{name}]" for name in parameters
+    }

@@ -1,0 +1,320 @@
+"""Checkpoint conversion: PyTorch (``.pth``/``.pt``/``.safetensors``) into Keras weights
+(``.weights.h5``), and Keras weights back into ``.safetensors``.
+
+Checkpoints are untrusted input: ``.pth`` files are read with ``torch.load(...,
+weights_only=True)``, which refuses a pickle that carries code, and ``.safetensors`` holds
+tensors only. Conversion is strict (missing, unexpected or mis-shaped keys are refused
+unless ignored by name) and atomic: the output appears complete or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+import numpy as np
+
+from parity.layout import (
+    StateDictMismatchError,
+    bindings_for,
+    export_state_dict,
+    load_state_dict,
+    to_numpy,
+)
+
+TORCH_SUFFIXES = (".pth", ".pt", ".bin")
+KERAS_SUFFIX = ".weights.h5"
+ALWAYS_IGNORED = ("*num_batches_tracked",)  # BatchNorm's counter: no Keras counterpart
+MODULES = ("head", "pam", "cam")
+CAM_NOMINAL_CHANNELS = 8  # CAM holds only gamma: any channel count reads the same file
+
+
+class CheckpointError(Exception):
+    """The conversion cannot be done; the message is one line for the user."""
+
+
+@dataclass
+class Conversion:
+    """What was converted: (reference key, Keras path, PyTorch shape, Keras shape) rows."""
+
+    rows: list[tuple[str, str, tuple, tuple]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def text(self, source: str, target: str) -> str:
+        lines = [f"converted {len(self.rows)} tensors from {source} into {target}:"]
+        lines += [
+            f"  {key} {torch_shape} -> {path} {keras_shape}"
+            for key, path, torch_shape, keras_shape in self.rows
+        ]
+        if self.ignored:
+            lines.append(f"ignored on purpose: {', '.join(self.ignored)}")
+        lines += self.notes
+        return "\n".join(lines)
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def read_torch_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
+    """A PyTorch checkpoint's tensors, read without running any code from it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no such checkpoint: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        try:
+            return dict(load_file(str(path)))
+        except (SafetensorError, OSError, ValueError) as error:
+            raise CheckpointError(f"cannot read {path} as safetensors: {error}") from None
+    if path.suffix not in TORCH_SUFFIXES:
+        raise CheckpointError(
+            f"cannot tell the format of {path}: expected .pth, .pt, .bin or .safetensors"
+        )
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            # A pickle written by pickle.dump rather than torch.save: refused just below
+            # if it holds anything but tensors, read if it does not.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"refusing to load {path}: it is not a plain tensor checkpoint and may carry code "
+            f"(torch.load with weights_only=True refused it: {first})"
+        ) from None
+    except Exception as error:  # corrupt or truncated files, wrong formats
+        raise CheckpointError(f"cannot read {path}: {type(error).__name__}: {error}") from None
+    return _tensors(loaded, path)
+
+
+def _tensors(loaded, path) -> dict[str, np.ndarray]:
+    """The state_dict inside a checkpoint (bare, or under 'state_dict' / 'model')."""
+    if isinstance(loaded, dict):
+        for wrapper in ("state_dict", "model"):
+            if isinstance(loaded.get(wrapper), dict):
+                loaded = loaded[wrapper]
+                break
+    if not isinstance(loaded, dict) or not loaded:
+        raise CheckpointError(f"{path} holds no state_dict (a mapping of names to tensors)")
+    tensors = {k: to_numpy(v) for k, v in loaded.items() if hasattr(v, "detach")}
+    if not tensors:
+        raise CheckpointError(f"{path} holds no tensors")
+    return tensors
+
+
+# -- building the Keras side --------------------------------------------------------------------
+
+
+def _shape(state, key, path) -> tuple[int, ...]:
+    if key not in state:
+        raise CheckpointError(
+            f"{path} has no {key!r}, which tells the layer's size (wrong --module or --prefix?)"
+        )
+    return tuple(state[key].shape)
+
+
+def keras_layer(module: str, *, in_channels: int, out_channels: int | None = None):
+    """The bundled Keras layer for ``module``, built for ``in_channels``."""
+    from impl_keras import ChannelAttention, DANetHead, PositionAttention
+
+    layer = {
+        "head": lambda: DANetHead(out_channels),
+        "pam": PositionAttention,
+        "cam": ChannelAttention,
+    }[module]()
+    layer.build((None, None, None, in_channels))
+    return layer
+
+
+def _layer_for_state(module, state, prefix, path):
+    if module == "head":
+        in_channels = _shape(state, prefix + "conv5a.0.weight", path)[1]
+        out_channels = _shape(state, prefix + "conv6.1.weight", path)[0]
+        return keras_layer("head", in_channels=in_channels, out_channels=out_channels)
+    if module == "pam":
+        return keras_layer("pam", in_channels=_shape(state, prefix + "value_conv.weight", path)[0])
+    return keras_layer("cam", in_channels=CAM_NOMINAL_CHANNELS)
+
+
+def _model(layer):
+    """The one-layer functional model whose .weights.h5 layout the files use."""
+    import keras
+
+    inputs = keras.Input(shape=(None, None, layer.input_spec.axes[-1]))
+    return keras.Model(inputs, layer(inputs))
+
+
+def load_keras_weights(layer, path: str | Path):
+    """Load a ``.weights.h5`` written by ``parity convert`` into a built bundled layer."""
+    _model(layer).load_weights(str(path))
+    return layer
+
+
+def _h5_channels(path: Path, module: str) -> tuple[int, int | None]:
+    """(in_channels, out_channels) read off the kernels in a .weights.h5 file."""
+    import h5py
+
+    kernels = {}
+
+    def visit(name, item):
+        if isinstance(item, h5py.Dataset) and len(item.shape) == 4:
+            kernels[name] = item.shape
+
+    try:
+        with h5py.File(path, "r") as handle:
+            handle.visititems(visit)
+    except OSError as error:
+        raise CheckpointError(f"cannot read {path} as Keras weights: {error}") from None
+
+    def find(part):
+        found = [shape for name, shape in sorted(kernels.items()) if f"/{part}/" in f"/{name}"]
+        if not found:
+            raise CheckpointError(f"{path} has no {part} kernel: not a {module} weights file")
+        return found[0]
+
+    if module == "head":
+        return find("conv5a")[2], find("conv6")[3]
+    if module == "pam":
+        return find("value_conv")[2], None
+    return CAM_NOMINAL_CHANNELS, None
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+def _atomic(target: Path, suffix: str, write) -> None:
+    """Write through a temporary file next to ``target``, then rename: never half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.name}.partial-", suffix=suffix
+    )
+    os.close(handle)
+    try:
+        write(temporary)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it private; an output is not
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def torch_to_keras(
+    source: str | Path,
+    target: str | Path,
+    *,
+    module: str = "head",
+    prefix: str = "",
+    ignore: Iterable[str] = (),
+) -> Conversion:
+    source, target = Path(source), Path(target)
+    state = read_torch_checkpoint(source)
+    if prefix and not any(key.startswith(prefix) for key in state):
+        raise CheckpointError(f"{source} has no key under the prefix {prefix!r}")
+    layer = _layer_for_state(module, state, prefix, source)
+    patterns = (*ALWAYS_IGNORED, *ignore)
+    try:
+        bindings = load_state_dict(layer, state, prefix=prefix, ignore=patterns)
+    except StateDictMismatchError as error:
+        raise CheckpointError(f"{error} (pass --ignore KEY to leave a key out)") from None
+    _atomic(target, KERAS_SUFFIX, lambda path: _model(layer).save_weights(path))
+    conversion = Conversion(
+        rows=[
+            (
+                prefix + b.torch_key,
+                b.keras_path.split("/", 1)[-1],
+                tuple(state[prefix + b.torch_key].shape),
+                b.keras_shape,
+            )
+            for b in bindings
+        ],
+        ignored=sorted(
+            key
+            for key in state
+            if key.startswith(prefix) and any(fnmatchcase(key[len(prefix) :], p) for p in patterns)
+        ),
+    )
+    if module == "head":
+        out = layer.out_channels
+        conversion.notes.append(
+            f"load it with parity.checkpoint.load_keras_weights(layer, {str(target)!r}) "
+            f"into a built impl_keras.DANetHead({out})"
+        )
+    return conversion
+
+
+def keras_to_torch(
+    source: str | Path, target: str | Path, *, module: str = "head", prefix: str = ""
+) -> Conversion:
+    source, target = Path(source), Path(target)
+    if not source.is_file():
+        raise CheckpointError(f"no such weights file: {source}")
+    in_channels, out_channels = _h5_channels(source, module)
+    layer = keras_layer(module, in_channels=in_channels, out_channels=out_channels)
+    try:
+        load_keras_weights(layer, source)
+    except (ValueError, KeyError) as error:
+        first = str(error).strip().splitlines()[0]
+        raise CheckpointError(f"{source} does not fit a {module}: {first}") from None
+    state = export_state_dict(layer, prefix=prefix)
+    conversion = Conversion(
+        rows=[
+            (
+                prefix + b.torch_key,
+                b.keras_path.split("/", 1)[-1],
+                tuple(state[prefix + b.torch_key].shape),
+                b.keras_shape,
+            )
+            for b in bindings_for(layer)
+        ],
+    )
+    if module == "head":
+        counters = [
+            key.removesuffix("running_var") + "num_batches_tracked"
+            for key in state
+            if key.endswith(".running_var")
+        ]
+        for counter in counters:
+            state[counter] = np.zeros((), np.int64)
+        conversion.notes.append(
+            f"{len(counters)} num_batches_tracked counters have no Keras counterpart: written "
+            "as 0, so that the file loads into the PyTorch head (the counter only matters for "
+            "BatchNorm with momentum=None)"
+        )
+    from safetensors.numpy import save_file
+
+    contiguous = {k: np.ascontiguousarray(v) for k, v in state.items()}
+    _atomic(target, ".safetensors", lambda path: save_file(contiguous, path))
+    return conversion
+
+
+def convert(source, target, *, module="head", prefix="", ignore=()) -> Conversion:
+    """Pick the direction from the file names."""
+    source, target = Path(source), Path(target)
+    if module not in MODULES:
+        raise CheckpointError(f"unknown --module {module!r}; expected one of {list(MODULES)}")
+    if target.exists() and target.is_dir():
+        raise CheckpointError(f"{target} is a directory; name the output file")
+    if str(target).endswith(KERAS_SUFFIX) and (source.suffix in (*TORCH_SUFFIXES, ".safetensors")):
+        return torch_to_keras(source, target, module=module, prefix=prefix, ignore=ignore)
+    if str(source).endswith(KERAS_SUFFIX) and target.suffix == ".safetensors":
+        if ignore:
+            raise CheckpointError("--ignore applies to PyTorch checkpoints, not Keras weights")
+        return keras_to_torch(source, target, module=module, prefix=prefix)
+    raise CheckpointError(
+        f"cannot convert {source.name} into {target.name}: expected a PyTorch checkpoint "
+        f"(.pth, .pt, .bin, .safetensors) into {KERAS_SUFFIX}, or {KERAS_SUFFIX} into "
+        ".safetensors"
+    )

@@ -1,0 +1,198 @@
+"""Training-mode parity: BatchNorm on batch statistics, then one optimizer step.
+
+Per example, reference and port start from the same weights and BatchNorm statistics, run
+one batch in training mode, take a pixel-wise cross-entropy summed over the outputs (random
+targets), and make one step of SGD with momentum or Adam. Compared, in the reference's
+layout: the training-mode outputs, the loss, every parameter after the step and every
+BatchNorm running statistic after the batch.
+
+Dropout is disabled on both sides (PyTorch's dropout modules in eval mode, Keras' dropout
+layers at rate 0) while BatchNorm trains: masks cannot be made identical across
+frameworks, and with them off the check is exact for everything else.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812 -- PyTorch's convention
+
+from parity.engine import Checker, ExampleReport, _check_shapes, judge
+from parity.layout import from_data_format, load_state_dict, to_data_format
+from parity.ports import PortError
+from parity.strategies import Example
+
+ADAM_EPSILON = 1e-3
+"""Not PyTorch's default 1e-8. Adam's first step is lr * g / (|g| + eps): for a gradient
+whose true value is zero (key_conv.bias: softmax ignores the constant it adds) float32
+noise alone decides its sign, so with eps = 1e-8 no float32 implementation, PyTorch's own
+included, reproduces the float64 step there (measured: 700x the reference's error). With
+eps = 1e-3 the step is still Adam's, linear in g where g is noise."""
+ADAM_BETAS = (0.9, 0.999)
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """One optimizer, as each framework spells it.
+
+    Keras' Adam adds epsilon to sqrt(v) before the bias correction, PyTorch's after it; the
+    Keras epsilon below, eps * sqrt(1 - beta2), makes the first step identical (later
+    steps drift apart by design of the two libraries, not by a port bug).
+    """
+
+    name: str
+    learning_rate: float
+
+    def torch(self, parameters):
+        if self.name == "sgd":
+            return torch.optim.SGD(parameters, lr=self.learning_rate, momentum=0.9)
+        return torch.optim.Adam(
+            parameters, lr=self.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPSILON
+        )
+
+    def keras(self):
+        if self.name == "sgd":
+            return keras.optimizers.SGD(learning_rate=self.learning_rate, momentum=0.9)
+        return keras.optimizers.Adam(
+            learning_rate=self.learning_rate,
+            beta_1=ADAM_BETAS[0],
+            beta_2=ADAM_BETAS[1],
+            epsilon=ADAM_EPSILON * math.sqrt(1.0 - ADAM_BETAS[1]),
+        )
+
+
+SGD = Optimizer("sgd", 0.1)
+ADAM = Optimizer("adam", 1e-2)
+OPTIMIZERS = {o.name: o for o in (SGD, ADAM)}
+
+
+def _targets(example: Example, shapes) -> list[np.ndarray]:
+    """Random class indices (B, H, W) per output, from the example's seed."""
+    rng = np.random.default_rng([example.seed, 4])
+    return [rng.integers(0, shape[1], size=(shape[0], *shape[2:])) for shape in shapes]
+
+
+def _dropout_off(module: torch.nn.Module):
+    for child in module.modules():
+        if isinstance(child, torch.nn.modules.dropout._DropoutNd):
+            child.eval()
+
+
+def _keras_dropouts(layer) -> list:
+    return [
+        sub
+        for sub in layer._flatten_layers(include_self=False)
+        if isinstance(sub, keras.layers.Dropout) or type(sub).__name__.startswith("SpatialDropout")
+    ]
+
+
+class TrainingChecker:
+    def __init__(self, checker: Checker):
+        self.checker = checker
+        self.pair = checker.pair
+
+    def run_reference(self, example, data, dtype, optimizer: Optimizer):
+        module = self.checker.reference(example.channels, dtype)
+        module.load_state_dict({k: torch.from_numpy(v) for k, v in data.state.items()})
+        module.train()
+        _dropout_off(module)
+        try:
+            x = torch.from_numpy(data.x).to(dtype)
+            outputs = module(x)
+            outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+            targets = _targets(example, [y.shape for y in outputs])
+            loss = sum(
+                F.cross_entropy(y, torch.from_numpy(t))
+                for y, t in zip(outputs, targets, strict=True)
+            )
+            step = optimizer.torch(module.parameters())
+            step.zero_grad()
+            loss.backward()
+            step.step()
+            results = {f"output[{i}]": y.detach().double().numpy() for i, y in enumerate(outputs)}
+            results["loss"] = np.asarray([float(loss)])
+            for name, value in module.state_dict().items():
+                if value.is_floating_point():
+                    results[f"after[{name}]"] = value.detach().double().numpy()
+            return results
+        finally:
+            module.eval()
+            for parameter in module.parameters():
+                parameter.grad = None
+
+    def run_port(self, example, data, optimizer: Optimizer):
+        fmt = self.pair.data_format
+        x = to_data_format(data.x, fmt).astype(np.float32)
+        instance = self.checker.port(example.channels, x)
+        bindings = self.checker.bindings(instance, example.channels)
+        load_state_dict(instance.layer, data.state, bindings=bindings, ignore=self.pair.ignore)
+        parameters = set(
+            dict(self.checker.reference(example.channels, torch.float64).named_parameters())
+        )
+        trained = [b for b in bindings if b.torch_key in parameters]
+        dropouts = _keras_dropouts(instance.layer)
+        rates = [d.rate for d in dropouts]
+        for dropout in dropouts:
+            dropout.rate = 0.0
+        try:
+            import tensorflow as tf
+
+            with tf.GradientTape() as tape:
+                outputs = instance.layer(x, training=True)
+                outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+                shapes = [
+                    from_data_format(np.empty(y.shape, np.float32), fmt).shape for y in outputs
+                ]
+                targets = _targets(example, shapes)
+                logits = [
+                    y if fmt == "channels_last" else keras.ops.moveaxis(y, 1, -1) for y in outputs
+                ]
+                loss = sum(
+                    keras.ops.mean(
+                        keras.losses.sparse_categorical_crossentropy(t, y, from_logits=True)
+                    )
+                    for y, t in zip(logits, targets, strict=True)
+                )
+            variables = [b.variable for b in trained]
+            grads = tape.gradient(loss, [v.value for v in variables])
+            optimizer.keras().apply_gradients(zip(grads, variables, strict=True))
+        except Exception as error:  # a crashing port fails, with its shape
+            raise PortError(
+                f"the port raised {type(error).__name__} in a training step on input of shape "
+                f"{x.shape}: {error}"
+            ) from error
+        finally:
+            for dropout, rate in zip(dropouts, rates, strict=True):
+                dropout.rate = rate
+        results = {
+            f"output[{i}]": from_data_format(keras.ops.convert_to_numpy(y), fmt)
+            for i, y in enumerate(outputs)
+        }
+        results["loss"] = np.asarray([float(loss)])
+        for binding in bindings:
+            value = keras.ops.convert_to_numpy(binding.variable)
+            results[f"after[{binding.torch_key}]"] = binding.layout.to_torch(value)
+        return results
+
+    def check(
+        self, example: Example, optimizer: Optimizer, *, always_noise: bool = False
+    ) -> ExampleReport:
+        data = self.checker.example_data(example)
+        truth = self.run_reference(example, data, torch.float64, optimizer)
+        reference = self.run_reference(example, data, torch.float32, optimizer)
+        port = self.run_port(example, data, optimizer)
+        _check_shapes(truth, port, self.pair.data_format)
+        comparisons = judge(
+            truth,
+            reference,
+            port,
+            self.checker.policy,
+            lambda: self.run_reference(example, data, torch.float64, optimizer),
+            seed=example.seed,
+            always_noise=always_noise,
+        )
+        return ExampleReport(f"{self.pair.name} (training, {optimizer.name})", example, comparisons)
