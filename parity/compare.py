@@ -38,7 +38,7 @@ from parity.rounding import EPS32
 
 @dataclass(frozen=True)
 class TolerancePolicy:
-    factor: float = 10.0
+    factor: float = 16.0
     floor_ulps: float = 4.0
 
     @property
