@@ -98,6 +98,13 @@ class PositionAttention(_SpatialAttention):
     Args:
         data_format: ``"channels_last"`` (default, from ``keras.config``) or
             ``"channels_first"``.
+        chunk_size: ``None`` (default) holds the whole (N, N) attention, N = H * W. An
+            integer computes the same function ``chunk_size`` query positions at a time,
+            each block rematerialised in the backward pass, so that at most
+            ``chunk_size * N`` attention weights live at once (for 256x256 maps the dense
+            attention alone is 16 GiB per image in float32). It needs H and W known when
+            the layer runs (eager, JAX, ``tf.function`` traced on concrete shapes); traced
+            with unknown H and W it computes densely.
         **kwargs: base layer arguments (``name``, ``dtype``, ...).
 
     Call arguments:
@@ -107,6 +114,19 @@ class PositionAttention(_SpatialAttention):
     Output:
         A tensor of the input's shape.
     """
+
+    def __init__(self, data_format=None, chunk_size=None, **kwargs):
+        super().__init__(data_format=data_format, **kwargs)
+        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValueError(
+                f"Expected chunk_size to be None or a positive integer. Received: "
+                f"chunk_size={chunk_size!r}"
+            )
+        self.chunk_size = chunk_size
+        self._attend_rows = keras.remat(self._attend) if chunk_size else self._attend
+
+    def get_config(self):
+        return {**super().get_config(), "chunk_size": self.chunk_size}
 
     def build(self, input_shape):
         channels = self._channels_from(input_shape)
@@ -128,15 +148,31 @@ class PositionAttention(_SpatialAttention):
         query = self._flatten(self.query_conv(inputs))
         key = self._flatten(self.key_conv(inputs))
         value = self._flatten(self.value_conv(inputs))
-        if self.data_format == "channels_last":  # (batch, N, C') and (batch, N, C)
-            energy = ops.matmul(query, ops.transpose(key, (0, 2, 1)))  # (batch, N, N)
-            attention = ops.softmax(energy, axis=-1)
-            out = ops.matmul(attention, value)  # (batch, N, C)
-        else:  # (batch, C', N) and (batch, C, N)
-            energy = ops.matmul(ops.transpose(query, (0, 2, 1)), key)  # (batch, N, N)
-            attention = ops.softmax(energy, axis=-1)
-            out = ops.matmul(value, ops.transpose(attention, (0, 2, 1)))  # (batch, C, N)
+        axis = 1 if self.data_format == "channels_last" else 2  # of the positions
+        positions = query.shape[axis]
+        if not self.chunk_size or not isinstance(positions, int) or positions <= self.chunk_size:
+            out = self._attend(query, key, value)
+        else:
+            blocks = []
+            for start in range(0, positions, self.chunk_size):  # the last block: the remainder
+                rows = slice(start, min(start + self.chunk_size, positions))
+                block = query[:, rows] if axis == 1 else query[:, :, rows]
+                blocks.append(self._attend_rows(block, key, value))
+            out = ops.concatenate(blocks, axis=axis)
         return self.gamma * ops.reshape(out, ops.shape(inputs)) + inputs
+
+    def _attend(self, query, key, value):
+        """Attention of some query positions over all positions: (batch, n, C') queries
+        (channels-last) give (batch, n, C); (batch, C', n) give (batch, C, n)."""
+        # einsum, not matmul: no transposes to write, and Keras 3.15's torch backend computes
+        # a float64 matmul in float32 (its einsum keeps float64).
+        if self.data_format == "channels_last":  # (batch, n, C'), (batch, N, C'), (batch, N, C)
+            energy = ops.einsum("bnc,bmc->bnm", query, key)  # (batch, n, N)
+            attention = ops.softmax(energy, axis=-1)
+            return ops.einsum("bnm,bmc->bnc", attention, value)  # (batch, n, C)
+        energy = ops.einsum("bcn,bcm->bnm", query, key)  # (batch, n, N)
+        attention = ops.softmax(energy, axis=-1)
+        return ops.einsum("bcm,bnm->bcn", value, attention)  # (batch, C, n)
 
 
 @keras.saving.register_keras_serializable(package="danet_parity")
@@ -166,13 +202,13 @@ class ChannelAttention(_SpatialAttention):
     def call(self, inputs):
         features = self._flatten(inputs)
         if self.data_format == "channels_last":  # (batch, N, C)
-            energy = ops.matmul(ops.transpose(features, (0, 2, 1)), features)  # (batch, C, C)
+            energy = ops.einsum("bnc,bnd->bcd", features, features)  # (batch, C, C)
         else:  # (batch, C, N)
-            energy = ops.matmul(features, ops.transpose(features, (0, 2, 1)))
+            energy = ops.einsum("bcn,bdn->bcd", features, features)
         energy = ops.max(energy, axis=-1, keepdims=True) - energy
         attention = ops.softmax(energy, axis=-1)  # (batch, C, C)
         if self.data_format == "channels_last":
-            out = ops.matmul(features, ops.transpose(attention, (0, 2, 1)))  # (batch, N, C)
+            out = ops.einsum("bcd,bnd->bnc", attention, features)  # (batch, N, C)
         else:
-            out = ops.matmul(attention, features)  # (batch, C, N)
+            out = ops.einsum("bcd,bdn->bcn", attention, features)  # (batch, C, N)
         return self.gamma * ops.reshape(out, ops.shape(inputs)) + inputs

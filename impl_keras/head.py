@@ -35,30 +35,38 @@ class TorchBatchNormalization(keras.layers.BatchNormalization):
         super().__init__(axis=axis, momentum=momentum, epsilon=epsilon, **kwargs)
 
     def call(self, inputs, training=None, mask=None):
-        if not (training and self.trainable) or mask is not None:
+        if mask is not None or self.renorm:
             return super().call(inputs, training=training, mask=mask)
-        inputs = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
-        mean, variance = ops.moments(inputs, axes=self._reduction_axes)
-        shape = ops.shape(inputs)
-        count = 1
-        for axis in self._reduction_axes:
-            count = count * shape[axis]
-        count = ops.cast(count, inputs.dtype)
-        unbiased = variance * count / (count - 1.0)
-        momentum = self.momentum
-        self.moving_mean.assign(
-            ops.cast(self.moving_mean, inputs.dtype) * momentum + mean * (1.0 - momentum)
-        )
-        self.moving_variance.assign(
-            ops.cast(self.moving_variance, inputs.dtype) * momentum + unbiased * (1.0 - momentum)
-        )
+        # At least float32, as Keras computes. Not keras.backend.result_type: on Keras 3.15's
+        # torch backend it resolves (float64, float32) to float32.
+        dtype = keras.backend.standardize_dtype(inputs.dtype)
+        dtype = "float32" if dtype in ("float16", "bfloat16") else dtype
+        inputs = ops.cast(inputs, dtype)
+        if training and self.trainable:
+            mean, variance = ops.moments(inputs, axes=self._reduction_axes)
+            shape = ops.shape(inputs)
+            count = 1
+            for axis in self._reduction_axes:
+                count = count * shape[axis]
+            count = ops.cast(count, dtype)
+            unbiased = variance * count / (count - 1.0)
+            momentum = self.momentum
+            self.moving_mean.assign(
+                ops.cast(self.moving_mean, dtype) * momentum + mean * (1.0 - momentum)
+            )
+            self.moving_variance.assign(
+                ops.cast(self.moving_variance, dtype) * momentum + unbiased * (1.0 - momentum)
+            )
+        else:
+            mean = ops.cast(self.moving_mean, dtype)
+            variance = ops.cast(self.moving_variance, dtype)
         outputs = ops.batch_normalization(
             inputs,
             mean,
             variance,
             axis=self.axis,
-            offset=ops.cast(self.beta, inputs.dtype) if self.center else None,
-            scale=ops.cast(self.gamma, inputs.dtype) if self.scale else None,
+            offset=ops.cast(self.beta, dtype) if self.center else None,
+            scale=ops.cast(self.gamma, dtype) if self.scale else None,
             epsilon=self.epsilon,
         )
         return ops.cast(outputs, self.compute_dtype)

@@ -8,6 +8,7 @@ imported, a factory that raises).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import tempfile
@@ -16,6 +17,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from parity.frameworks import LEGACY_ENV, legacy_keras_enabled, looks_legacy
 from parity.quiet import import_keras_quietly
 
 EXIT_PARITY, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
@@ -92,6 +94,31 @@ def build_parser() -> argparse.ArgumentParser:
         type=_example,
         metavar="B,C,H,W,SCALE,SEED",
         help="replay one example exactly, as printed by a failure",
+    )
+    check.add_argument(
+        "--legacy-keras",
+        action="store_true",
+        help="the port is written for tf.keras 2 (needs tf-keras; detected from the port's "
+        "source when it mentions tf.keras)",
+    )
+    bench = commands.add_parser(
+        "bench",
+        help="time and measure the Keras port against the PyTorch reference",
+        description="Forward and forward+backward time (median after warm-up) and peak "
+        "memory of the PyTorch reference and the Keras port (eager, tf.function, XLA) at "
+        "DANet's working shapes, with achieved GFLOP/s against the machine's matmul "
+        "throughput.",
+    )
+    bench.add_argument("modules", nargs="*", metavar="MODULE", help="pam, cam, head (default: all)")
+    bench.add_argument("--repeats", type=_positive, default=5, help="timed runs per case (5)")
+    bench.add_argument("--threads", type=_positive, default=2, help="threads per framework (2)")
+    bench.add_argument("--no-memory", action="store_true", help="skip peak memory (faster)")
+    bench.add_argument("--plot", metavar="FILE.png", help="time and memory against H*W")
+    bench.add_argument("--json", metavar="FILE.json", help="the measurements, machine-readable")
+    bench.add_argument(
+        "--lean",
+        action="store_true",
+        help="instead: the memory-lean PAM (chunk_size) against the dense one at 64, 128, 256",
     )
     convert = commands.add_parser(
         "convert",
@@ -178,6 +205,8 @@ def replay_command(args, module: str, example) -> str:
         parts.append(f"--port {args.port}")
     if args.weight_map:
         parts.append(f"--weight-map {args.weight_map}")
+    if args.legacy_keras:
+        parts.append("--legacy-keras")
     if args.data_format:
         parts.append(f"--data-format {args.data_format}")
     parts.append(f"--example {example.to_text()}")
@@ -420,7 +449,8 @@ def _write_report(pair, args, report_dir, outcome, diagnosis, checker) -> Path:
                 x = x.transpose(0, 2, 3, 1)
             instance = checker.port(example.channels, x.astype("float32"))
             weight_map = {
-                b.torch_key: b.variable.path for b in checker.bindings(instance, example.channels)
+                b.torch_key: instance.name_of(b.variable)
+                for b in checker.bindings(instance, example.channels)
             }
     except PortError:
         pass
@@ -442,6 +472,90 @@ def _write_report(pair, args, report_dir, outcome, diagnosis, checker) -> Path:
         pictures=pictures,
     )
     return reporting.write_json(report, directory)
+
+
+# -- legacy tf.keras ------------------------------------------------------------------------------
+
+
+def _enable_legacy_keras() -> str:
+    """Hand tf.keras 2 out as tf.keras: possible only before TensorFlow is imported."""
+    if "tensorflow" in sys.modules and not legacy_keras_enabled():
+        return (
+            "a tf.keras 2 port needs TF_USE_LEGACY_KERAS=1 before TensorFlow is imported; "
+            "run parity check in a fresh process (or set the variable yourself)"
+        )
+    if importlib.util.find_spec("tf_keras") is None:
+        return (
+            "the port is written for tf.keras 2: install tf-keras (pip install --no-deps "
+            "tf-keras==<your TensorFlow version>) or run it under Keras 3"
+        )
+    os.environ[LEGACY_ENV] = "1"
+    return ""
+
+
+# -- bench -------------------------------------------------------------------------------------
+
+
+def _fix_threads(threads: int) -> None:
+    """The same thread count for both frameworks, set before either is imported."""
+    for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+
+
+def run_bench(args) -> int:
+    import json
+
+    import torch
+
+    from parity import bench
+
+    torch.set_num_threads(args.threads)
+    modules = args.modules or list(bench.SHAPES)
+    unknown = [m for m in modules if m not in bench.SHAPES]
+    if unknown:
+        print(
+            f"parity: error: unknown module {unknown[0]!r}; expected {list(bench.SHAPES)}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+
+    def progress(text):
+        print(text, file=sys.stderr, flush=True)
+
+    print(f"threads: {args.threads} per framework; median of {args.repeats} runs after warm-up")
+    if args.lean:
+        rows = bench.lean_pam(repeats=args.repeats, progress=progress)
+        for row in rows:
+            time_text = "-" if row["backward_ms"] is None else f"{row['backward_ms']:.0f} ms"
+            peak = "-" if row["peak_mb"] is None else f"{row['peak_mb']:.0f} MB"
+            parity = row.get("parity")
+            verdict = (
+                ""
+                if parity is None
+                else f"  {parity['rows']} sampled rows: error {parity['ratio']:.2f}x the "
+                f"reference's ({'pass' if parity['passed'] else 'FAIL'})"
+            )
+            print(
+                f"pam {row['shape']} {row['implementation']:<12} "
+                f"fwd+bwd {time_text:>10}  peak {peak:>9}{verdict}"
+            )
+    else:
+        throughput = bench.matmul_gflops()
+        print(
+            f"matmul 2048x2048 float32: torch {throughput['torch']:.0f} GFLOP/s, "
+            f"tensorflow {throughput['tensorflow']:.0f} GFLOP/s"
+        )
+        rows = bench.run(
+            modules, repeats=args.repeats, memory=not args.no_memory, progress=progress
+        )
+        print(bench.table(rows, throughput))
+        if args.plot:
+            bench.plot(rows, args.plot)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(bench.rows_as_json(rows), handle, indent=2)
+    return EXIT_PARITY
 
 
 # -- convert -----------------------------------------------------------------------------------
@@ -470,9 +584,18 @@ def main(argv: list[str] | None = None) -> int:
     sys.dont_write_bytecode = True  # a port's module is imported; leave its folder as it was
     # Softmax over one position (PAM on 1x1, CAM with one channel) is expected here.
     warnings.filterwarnings("ignore", message="You are using a softmax over axis")
+    if args.command == "check" and (args.legacy_keras or (args.port and looks_legacy(args.port))):
+        problem = _enable_legacy_keras()
+        if problem:
+            print(f"parity: error: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+    if args.command == "bench":
+        _fix_threads(args.threads)
     import_keras_quietly()
     if args.command == "convert":
         return run_convert(args)
+    if args.command == "bench":
+        return run_bench(args)
     from hypothesis.configuration import set_hypothesis_home_dir
 
     # Hypothesis and matplotlib keep caches in the working directory and the home folder:

@@ -38,12 +38,16 @@ from parity.rounding import EPS32
 
 @dataclass(frozen=True)
 class TolerancePolicy:
+    """``factor`` and ``floor_ulps`` as above; ``unit`` is the unit roundoff of the compute
+    dtype (float32's by default; float16's or bfloat16's under a mixed-precision policy)."""
+
     factor: float = 16.0
     floor_ulps: float = 4.0
+    unit: float = EPS32
 
     @property
     def floor(self) -> float:
-        return self.floor_ulps * EPS32
+        return self.floor_ulps * self.unit
 
 
 DEFAULT_POLICY = TolerancePolicy()

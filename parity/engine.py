@@ -8,6 +8,7 @@ same strict bindings that loaded its weights.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -17,9 +18,12 @@ from parity import autodiff
 from parity.compare import DEFAULT_POLICY, TensorComparison, TolerancePolicy, compare
 from parity.layout import Binding, from_data_format, load_state_dict, to_data_format
 from parity.ports import PortError, PortInstance, describe_error, instantiate
-from parity.rounding import Float32RoundingNoise
+from parity.rounding import UNIT_ROUNDOFF, Float32RoundingNoise
 from parity.spec import ModulePair
 from parity.strategies import Example
+
+PRECISIONS = {"float32": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+"""Compute dtype -> the Keras dtype policy the port is built under (weights stay float32)."""
 
 ROUNDING_NOISE_DRAWS = 3
 """Simulated float32 runs per example. One draw of random rounding lands near the truth by
@@ -86,9 +90,24 @@ class Checker:
     may read static shapes); each example only loads new weights.
     """
 
-    def __init__(self, pair: ModulePair, policy: TolerancePolicy = DEFAULT_POLICY):
+    def __init__(
+        self,
+        pair: ModulePair,
+        policy: TolerancePolicy = DEFAULT_POLICY,
+        mode: str | None = None,
+        precision: str = "float32",
+    ):
+        mode = mode or autodiff.default_mode()
+        autodiff.check_mode(mode)
+        if precision not in PRECISIONS:
+            raise ValueError(
+                f"Expected one of {set(PRECISIONS)}. Received: precision={precision!r}"
+            )
         self.pair = pair
-        self.policy = policy
+        self.mode = mode
+        self.precision = precision
+        self.policy = replace(policy, unit=UNIT_ROUNDOFF[precision])
+        self.reference_dtype = getattr(torch, precision)
         self._references: dict[tuple[int, torch.dtype], torch.nn.Module] = {}
         self._layer_ports: dict[int, PortInstance] = {}
         self._function_ports: dict[tuple, PortInstance] = {}
@@ -141,7 +160,8 @@ class Checker:
         shape_key = (channels, *x.shape[1:])
         if shape_key in self._function_ports:
             return self._function_ports[shape_key]
-        instance = instantiate(self.pair.make_port, channels, x)
+        with _dtype_policy(PRECISIONS[self.precision]):
+            instance = instantiate(self.pair.make_port, channels, x)
         if instance.from_function:
             self._function_ports[shape_key] = instance
         else:
@@ -161,7 +181,7 @@ class Checker:
         load_state_dict(instance.layer, data.state, bindings=bindings, ignore=self.pair.ignore)
         try:
             if not gradients:
-                outputs = autodiff.forward(instance.layer, x)
+                outputs = autodiff.forward(instance.layer, x, self.mode)
                 return _named_outputs(outputs, lambda y: from_data_format(y, fmt))
             parameters = set(
                 dict(self.reference(example.channels, torch.float64).named_parameters())
@@ -175,7 +195,7 @@ class Checker:
                 return [to_data_format(c, fmt) for c in data.cotangents(shapes)]
 
             outputs, grad_x, grads = autodiff.vjp(
-                instance.layer, x, cotangents, [b.variable for b in trained]
+                instance.layer, x, cotangents, [b.variable for b in trained], self.mode
             )
         except PortError:
             raise
@@ -215,7 +235,7 @@ class Checker:
                 return forward
         data = self.example_data(example)
         truth = self.run_reference(example, data, torch.float64, gradients)
-        reference = self.run_reference(example, data, torch.float32, gradients)
+        reference = self.run_reference(example, data, self.reference_dtype, gradients)
         port = self.run_port(example, data, gradients)
         _check_shapes(truth, port, self.pair.data_format)
         comparisons = judge(
@@ -250,10 +270,23 @@ def judge(
     if always_noise or not all(c.passed for c in comparisons):
         noisy = []
         for draw in range(ROUNDING_NOISE_DRAWS):
-            with Float32RoundingNoise(seed=seed + draw):
+            with Float32RoundingNoise(seed=seed + draw, relative=policy.unit):
                 noisy.append(rerun_truth())
         comparisons = compare(truth, reference, port, policy, rounding_noise=noisy)
     return comparisons
+
+
+@contextmanager
+def _dtype_policy(name: str):
+    """Keras' global dtype policy set to ``name`` while a port is built."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def _check_shapes(truth: Results, port: Results, data_format: str) -> None:

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from parity.frameworks import numpy_dtype, variable_path
+
 
 class StateDictMismatchError(ValueError):
     """A state_dict that does not fit a layer: missing, unexpected or mis-shaped entries."""
@@ -96,7 +98,7 @@ class Binding:
 
     @property
     def keras_path(self) -> str:
-        return self.variable.path
+        return variable_path(self.variable)
 
 
 # ---------------------------------------------------------------------------------------
@@ -272,7 +274,7 @@ def load_state_dict(
         )
     for binding in bindings:
         value = binding.layout.to_keras(arrays[prefix + binding.torch_key])
-        binding.variable.assign(np.asarray(value, dtype=binding.variable.dtype))
+        binding.variable.assign(np.asarray(value, dtype=numpy_dtype(binding.variable)))
     return bindings
 
 

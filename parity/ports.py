@@ -22,6 +22,14 @@ from typing import Any
 import keras
 import numpy as np
 
+from parity.frameworks import (
+    is_layer,
+    layer_classes,
+    legacy_keras_enabled,
+    port_keras,
+    variable_path,
+)
+
 
 class PortLoadError(Exception):
     """The check cannot run: the port cannot be imported or built (exit status 2)."""
@@ -97,27 +105,57 @@ class PortInstance:
     weights: list  # keras Variables, creation order
     untracked: list[str] = field(default_factory=list)  # "name shape", bare variables
     from_function: bool = False
+    names: dict = field(default_factory=dict)  # id(weight) -> name, where paths say too little
 
     def name_of(self, weight) -> str:
         """The weight's path inside the port: 'query_conv/kernel', not 'my_pam_3/query_conv/kernel'
         (the port's own name could say 'query' and 'key' at once)."""
-        return weight.path.removeprefix(f"{self.layer.name}/")
+        path = self.names.get(id(weight)) or variable_path(weight)
+        return path.removeprefix(f"{self.layer.name}/")
 
 
-def _variable_recorder():
-    """Records the TensorFlow variables created inside it (Keras 3 on TensorFlow too)."""
+@dataclass
+class _Created:
+    weights: list = field(default_factory=list)  # through Layer.add_weight, in order
+    tf_variables: list = field(default_factory=list)  # every tf.Variable, bare ones too
+
+
+@contextlib.contextmanager
+def _recording():
+    """Records the weights created inside it: every Keras weight (``Layer.add_weight``,
+    whatever the backend), and on TensorFlow every ``tf.Variable``, bare ones included."""
+    created = _Created()
+    originals = {cls: cls.add_weight for cls in layer_classes()}
+
+    def recording(original):
+        def add_weight(self, *args, **kwargs):
+            variable = original(self, *args, **kwargs)
+            created.weights.append(variable)
+            return variable
+
+        return add_weight
+
+    for cls, original in originals.items():
+        cls.add_weight = recording(original)
+    try:
+        with _tensorflow_variables(created.tf_variables):
+            yield created
+    finally:
+        for cls, original in originals.items():
+            cls.add_weight = original
+
+
+def _tensorflow_variables(into: list):
     if keras.backend.backend() != "tensorflow":
-        return contextlib.nullcontext([]), []
+        return contextlib.nullcontext()
     import tensorflow as tf
-
-    created = []
 
     def record(next_creator, **kwargs):
         variable = next_creator(**kwargs)
-        created.append(variable)
+        into.append(variable)
         return variable
 
-    return tf.variable_creator_scope(record), created
+    return tf.variable_creator_scope(record)
 
 
 def _backing(variable):
@@ -141,7 +179,7 @@ def _bare_variables_in(function) -> list:
 
 def _describe(variable, last: int | None = None) -> str:
     """'gamma (1,)'; with ``last``, only that many trailing parts of the path."""
-    name = str(getattr(variable, "path", None) or getattr(variable, "name", "?")).removesuffix(":0")
+    name = variable_path(variable)
     if last:
         name = "/".join(name.split("/")[-last:])
     return f"{name} {tuple(variable.shape)}"
@@ -149,8 +187,7 @@ def _describe(variable, last: int | None = None) -> str:
 
 def instantiate(factory: Callable, channels: int, x: np.ndarray) -> PortInstance:
     """Build the port for ``channels`` on an input like ``x`` (in the port's layout)."""
-    recorder, created = _variable_recorder()
-    with recorder:
+    with _recording() as created:
         try:
             port = factory(channels)
         except Exception as error:
@@ -158,11 +195,11 @@ def instantiate(factory: Callable, channels: int, x: np.ndarray) -> PortInstance
                 f"the factory raised on channels={channels}: {type(error).__name__}: "
                 f"{describe_error(error)}"
             ) from error
-        if isinstance(port, keras.layers.Layer):
+        if is_layer(port):
             _call(port, x, "building")
             layer, from_function = port, False
         elif callable(port):
-            inputs = keras.Input(shape=x.shape[1:], dtype="float32")
+            inputs = port_keras().Input(shape=x.shape[1:], dtype="float32")
             try:
                 outputs = port(inputs)
             except Exception as error:
@@ -170,19 +207,31 @@ def instantiate(factory: Callable, channels: int, x: np.ndarray) -> PortInstance
                     f"the port function failed on a symbolic Keras input of shape "
                     f"{(None, *x.shape[1:])}: {type(error).__name__}: {describe_error(error)}"
                 ) from error
-            layer, from_function = keras.Model(inputs, outputs), True
+            layer, from_function = port_keras().Model(inputs, outputs), True
         else:
             raise PortLoadError(
                 f"the factory returned a {type(port).__name__}; expected a keras.layers.Layer "
                 "or a function from a Keras tensor to a Keras tensor"
             )
-    tracked = {id(_backing(w)): w for w in layer.weights}
-    in_order = [tracked[id(v)] for v in created if id(v) in tracked]
+    tracked = {id(w) for w in layer.weights}
+    in_order = [w for w in created.weights if id(w) in tracked]
     in_order += [w for w in layer.weights if all(w is not seen for seen in in_order)]
-    bare = [v for v in created if id(v) not in tracked and getattr(v, "trainable", True)]
+    backing = {id(_backing(w)) for w in layer.weights}
+    names = {}
+    if legacy_keras_enabled():  # tf.keras 2 names a weight 'kernel:0', without its layer
+        for sub in layer._flatten_layers(include_self=True, recursive=True):
+            for weight in sub._trainable_weights + sub._non_trainable_weights:
+                names.setdefault(id(weight), f"{sub.name}/{variable_path(weight).split('/')[-1]}")
+    bare = [
+        v for v in created.tf_variables if id(v) not in backing and getattr(v, "trainable", True)
+    ]
     if from_function:
-        bare += [v for v in _bare_variables_in(port) if id(v) not in tracked and v not in bare]
-    instance = PortInstance(layer, in_order, [_describe(v) for v in bare], from_function)
+        bare += [
+            v
+            for v in _bare_variables_in(port)
+            if id(v) not in backing and all(v is not b for b in bare)
+        ]
+    instance = PortInstance(layer, in_order, [_describe(v) for v in bare], from_function, names)
     _check_weights_persist(instance, x)
     return instance
 
@@ -199,9 +248,9 @@ def _call(layer, x, what):
 
 
 def _check_weights_persist(instance: PortInstance, x: np.ndarray) -> None:
-    recorder, created = _variable_recorder()
-    with recorder:
+    with _recording() as recorded:
         _call(instance.layer, x, "when called a second time")
+    created = recorded.weights
     if created:
         shown = ", ".join(_describe(v, last=2) for v in created[:2])
         raise PortError(

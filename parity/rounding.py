@@ -25,6 +25,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
 EPS32 = float(np.finfo(np.float32).eps)
+UNIT_ROUNDOFF = {"float32": EPS32, "float16": 2.0**-10, "bfloat16": 2.0**-7}
+"""Relative spacing of the compute dtypes (numpy's eps convention), for the noise model."""
 
 # Operations whose float32 result is exact (selection, sign, data movement, constants):
 # perturbing them would model rounding that float32 does not do.

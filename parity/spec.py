@@ -178,7 +178,7 @@ def mapped_bindings(weight_map: dict[str, str] | None = None, ignore: tuple[str,
         if frozen:
             raise PortError(
                 "a parameter that is not trained: the port holds "
-                + ", ".join(f"{b.torch_key} in {b.variable.path}" for b in frozen)
+                + ", ".join(f"{b.torch_key} in {port.name_of(b.variable)}" for b in frozen)
                 + " as a non-trainable weight, so training would never move it"
             )
         return mapped
@@ -226,7 +226,7 @@ def detect_module(factory: Callable[[int], Any], data_format: str = "channels_la
             return name
     raise PortError(
         "cannot tell which module the port implements: its weights "
-        f"({', '.join(f'{w.path} {tuple(w.shape)}' for w in trainable)}) fit neither PAM "
+        f"({', '.join(f'{port.name_of(w)} {tuple(w.shape)}' for w in trainable)}) fit neither PAM "
         "nor CAM; name it: --port pam=MODULE:FACTORY"
     )
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 -- PyTorch's convention
 
+from parity import autodiff
 from parity.engine import Checker, ExampleReport, _check_shapes, judge
 from parity.layout import from_data_format, load_state_dict, to_data_format
 from parity.ports import PortError
@@ -114,7 +115,7 @@ class TrainingChecker:
             loss.backward()
             step.step()
             results = {f"output[{i}]": y.detach().double().numpy() for i, y in enumerate(outputs)}
-            results["loss"] = np.asarray([float(loss)])
+            results["loss"] = np.asarray([float(loss.detach())])
             for name, value in module.state_dict().items():
                 if value.is_floating_point():
                     results[f"after[{name}]"] = value.detach().double().numpy()
@@ -138,28 +139,22 @@ class TrainingChecker:
         rates = [d.rate for d in dropouts]
         for dropout in dropouts:
             dropout.rate = 0.0
-        try:
-            import tensorflow as tf
 
-            with tf.GradientTape() as tape:
-                outputs = instance.layer(x, training=True)
-                outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
-                shapes = [
-                    from_data_format(np.empty(y.shape, np.float32), fmt).shape for y in outputs
-                ]
-                targets = _targets(example, shapes)
-                logits = [
-                    y if fmt == "channels_last" else keras.ops.moveaxis(y, 1, -1) for y in outputs
-                ]
-                loss = sum(
-                    keras.ops.mean(
-                        keras.losses.sparse_categorical_crossentropy(t, y, from_logits=True)
-                    )
-                    for y, t in zip(logits, targets, strict=True)
-                )
-            variables = [b.variable for b in trained]
-            grads = tape.gradient(loss, [v.value for v in variables])
-            optimizer.keras().apply_gradients(zip(grads, variables, strict=True))
+        def loss_of(outputs):
+            shapes = [from_data_format(np.empty(y.shape, np.float32), fmt).shape for y in outputs]
+            targets = _targets(example, shapes)
+            logits = [
+                y if fmt == "channels_last" else keras.ops.moveaxis(y, 1, -1) for y in outputs
+            ]
+            return sum(
+                keras.ops.mean(keras.losses.sparse_categorical_crossentropy(t, y, from_logits=True))
+                for y, t in zip(logits, targets, strict=True)
+            )
+
+        try:
+            outputs, loss = autodiff.train_step(
+                instance.layer, x, loss_of, [b.variable for b in trained], optimizer.keras()
+            )
         except Exception as error:  # a crashing port fails, with its shape
             raise PortError(
                 f"the port raised {type(error).__name__} in a training step on input of shape "
@@ -168,11 +163,8 @@ class TrainingChecker:
         finally:
             for dropout, rate in zip(dropouts, rates, strict=True):
                 dropout.rate = rate
-        results = {
-            f"output[{i}]": from_data_format(keras.ops.convert_to_numpy(y), fmt)
-            for i, y in enumerate(outputs)
-        }
-        results["loss"] = np.asarray([float(loss)])
+        results = {f"output[{i}]": from_data_format(y, fmt) for i, y in enumerate(outputs)}
+        results["loss"] = np.asarray([loss])
         for binding in bindings:
             value = keras.ops.convert_to_numpy(binding.variable)
             results[f"after[{binding.torch_key}]"] = binding.layout.to_torch(value)

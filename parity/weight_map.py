@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from parity.frameworks import variable_path
 from parity.layout import CONV_KERNEL, VECTOR, Binding, Layout
 from parity.ports import PortError
 
@@ -135,7 +136,7 @@ def read_weight_map(path: str | Path) -> dict[str, str]:
 
 
 def _port_name(weight) -> str:
-    return weight.path
+    return variable_path(weight)
 
 
 def map_weights(

@@ -6,6 +6,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from keras.ops import convert_to_numpy as to_numpy
 from safetensors.numpy import load_file
 
 from impl_keras import DANetHead, PositionAttention
@@ -82,7 +83,7 @@ def test_converted_checkpoint_reproduces_the_pytorch_head(danet_checkpoint, tmp_
     x = np.random.default_rng(1).standard_normal((2, 64, 6, 5)).astype("float32")
     truth = [y.detach().numpy() for y in head.double()(torch.from_numpy(x).double())]
     reference = [y.detach().numpy() for y in head.float()(torch.from_numpy(x))]
-    port = [nhwc_to_nchw(np.asarray(y)) for y in layer(nchw_to_nhwc(x))]
+    port = [nhwc_to_nchw(to_numpy(y)) for y in layer(nchw_to_nhwc(x))]
     names = ["output[0]", "output[1]", "output[2]"]
     comparisons = compare(
         dict(zip(names, truth, strict=True)),
@@ -103,7 +104,7 @@ def test_pam_checkpoint_converts_without_prefix(tmp_path, capsys):
     layer = PositionAttention()
     layer.build((None, None, None, 24))
     load_keras_weights(layer, target)
-    np.testing.assert_array_equal(np.asarray(layer.gamma), module.gamma.detach().numpy()[0])
+    np.testing.assert_array_equal(to_numpy(layer.gamma), module.gamma.detach().numpy()[0])
 
 
 def test_safetensors_input_converts(danet_checkpoint, tmp_path, capsys):

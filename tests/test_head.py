@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import torch
+from keras.ops import convert_to_numpy as to_numpy
 
 from impl_keras import DANetHead, TorchBatchNormalization
 from parity.layout import export_state_dict, load_state_dict, nchw_to_nhwc, nhwc_to_nchw
@@ -97,7 +98,7 @@ def test_a_full_danet_checkpoint_loads_under_its_prefix():
     layer = built()
     load_state_dict(layer, state, prefix="head.", ignore=["*num_batches_tracked"])
     np.testing.assert_array_equal(
-        np.asarray(layer.conv5a.norm.moving_variance), state["head.conv5a.1.running_var"].numpy()
+        to_numpy(layer.conv5a.norm.moving_variance), state["head.conv5a.1.running_var"].numpy()
     )
 
 
@@ -119,16 +120,16 @@ def test_batchnorm_matches_pytorch_in_training_mode():
     keras_norm.build((None, None, None, 4))
     for name in ("running_mean", "running_var"):
         getattr(torch_norm, name).copy_(torch.from_numpy(rng.uniform(0.5, 2, 4).astype("float32")))
-    keras_norm.moving_mean.assign(torch_norm.running_mean.numpy())
-    keras_norm.moving_variance.assign(torch_norm.running_var.numpy())
+    # Copies: on JAX an assigned NumPy array may share memory with the torch buffer that the
+    # torch forward pass below updates in place.
+    keras_norm.moving_mean.assign(torch_norm.running_mean.numpy().copy())
+    keras_norm.moving_variance.assign(torch_norm.running_var.numpy().copy())
     expected = torch_norm(torch.from_numpy(x)).detach().numpy()
-    got = nhwc_to_nchw(np.asarray(keras_norm(nchw_to_nhwc(x), training=True)))
+    got = nhwc_to_nchw(to_numpy(keras_norm(nchw_to_nhwc(x), training=True)))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(keras_norm.moving_mean), torch_norm.running_mean, rtol=1e-6)
     np.testing.assert_allclose(
-        np.asarray(keras_norm.moving_mean), torch_norm.running_mean, rtol=1e-6
-    )
-    np.testing.assert_allclose(
-        np.asarray(keras_norm.moving_variance), torch_norm.running_var, rtol=1e-6
+        to_numpy(keras_norm.moving_variance), torch_norm.running_var, rtol=1e-6
     )
     assert keras_norm.epsilon == torch_norm.eps and keras_norm.momentum == 1 - torch_norm.momentum
 
@@ -142,7 +143,7 @@ def test_head_in_float64_matches_the_reference_to_float64_precision():
     got = layer(nchw_to_nhwc(x))
     for y_torch, y_keras in zip(expected, got, strict=True):
         np.testing.assert_allclose(
-            nhwc_to_nchw(np.asarray(y_keras)), y_torch.detach().numpy(), rtol=1e-10, atol=1e-10
+            nhwc_to_nchw(to_numpy(y_keras)), y_torch.detach().numpy(), rtol=1e-10, atol=1e-10
         )
 
 
@@ -153,7 +154,7 @@ def test_channels_first_equals_channels_last():
     first.set_weights(last.get_weights())
     x = np.random.default_rng(2).standard_normal((2, 6, 3, 64)).astype("float32")
     for a, b in zip(last(x), first(nhwc_to_nchw(x)), strict=True):
-        np.testing.assert_allclose(nhwc_to_nchw(np.asarray(a)), np.asarray(b), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(nhwc_to_nchw(to_numpy(a)), to_numpy(b), rtol=1e-5, atol=1e-5)
 
 
 def test_model_serves_any_shape_and_saves(tmp_path):
@@ -168,7 +169,7 @@ def test_model_serves_any_shape_and_saves(tmp_path):
         x = np.random.default_rng(3).standard_normal(shape).astype("float32")
         for a, b in zip(model(x), reloaded(x), strict=True):
             assert a.shape == (*shape[:3], 5)
-            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+            np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
 
 
 def test_bad_input_is_refused_with_the_shape():

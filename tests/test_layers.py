@@ -6,9 +6,11 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from keras.ops import convert_to_numpy as to_numpy
 
-from impl_keras import ChannelAttention, PositionAttention
+from impl_keras import ChannelAttention, DANetHead, PositionAttention
 from impl_keras.attention import _PointwiseConv
+from parity import autodiff
 from parity.layout import load_state_dict, nchw_to_nhwc, nhwc_to_nchw
 from reference_torch import CAM_Module, PAM_Module
 
@@ -51,7 +53,7 @@ def test_position_attention_tracks_its_weights():
 @pytest.mark.parametrize("layer_class", LAYERS)
 def test_gamma_starts_at_zero_so_the_layer_starts_as_the_identity(layer_class):
     x = np.random.default_rng(0).standard_normal((2, 3, 5, 16)).astype("float32")
-    np.testing.assert_array_equal(np.asarray(layer_class()(x)), x)
+    np.testing.assert_array_equal(to_numpy(layer_class()(x)), x)
 
 
 @pytest.mark.parametrize("layer_class", LAYERS)
@@ -69,7 +71,7 @@ def test_config_round_trip_keeps_outputs(layer_class, data_format):
         .standard_normal((2, 16, 3, 5) if data_format == "channels_first" else (2, 3, 5, 16))
         .astype("float32")
     )
-    np.testing.assert_array_equal(np.asarray(clone(x)), np.asarray(layer(x)))
+    np.testing.assert_array_equal(to_numpy(clone(x)), to_numpy(layer(x)))
 
 
 @pytest.mark.parametrize("layer_class", LAYERS)
@@ -81,7 +83,7 @@ def test_saved_model_reloads_with_the_same_outputs(layer_class, tmp_path):
     reloaded = keras.saving.load_model(tmp_path / "model.keras")
     assert type(reloaded.layers[1]) is layer_class
     x = np.random.default_rng(2).standard_normal((2, 3, 7, 16)).astype("float32")
-    np.testing.assert_array_equal(np.asarray(reloaded(x)), np.asarray(model(x)))
+    np.testing.assert_array_equal(to_numpy(reloaded(x)), to_numpy(model(x)))
 
 
 @pytest.mark.parametrize("layer_class", LAYERS)
@@ -92,9 +94,9 @@ def test_one_model_serves_any_batch_height_and_width(layer_class):
     randomized(layer)
     for shape in [(1, 1, 1, 16), (3, 5, 2, 16), (2, 9, 13, 16)]:
         x = np.random.default_rng(3).standard_normal(shape).astype("float32")
-        y = np.asarray(model.predict(x, verbose=0))
+        y = to_numpy(model.predict(x, verbose=0))
         assert y.shape == shape
-        np.testing.assert_allclose(y, np.asarray(layer(x)), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(y, to_numpy(layer(x)), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("layer_class", LAYERS)
@@ -105,7 +107,7 @@ def test_channels_first_equals_channels_last(layer_class, height, width, channel
     first.set_weights(last.get_weights())
     x = np.random.default_rng(4).standard_normal((2, height, width, channels)).astype("float32")
     np.testing.assert_allclose(
-        nhwc_to_nchw(np.asarray(last(x))), np.asarray(first(nhwc_to_nchw(x))), rtol=1e-5, atol=1e-5
+        nhwc_to_nchw(to_numpy(last(x))), to_numpy(first(nhwc_to_nchw(x))), rtol=1e-5, atol=1e-5
     )
 
 
@@ -115,9 +117,9 @@ def test_channels_first_bias_lands_on_channels_when_width_equals_filters():
     conv = _PointwiseConv(2, kernel_size=1, data_format="channels_first", bias_initializer="ones")
     conv.build(x.shape)
     conv.bias.assign(np.array([1.0, -1.0], "float32"))
-    kernel = np.asarray(conv.kernel)[0, 0]
+    kernel = to_numpy(conv.kernel)[0, 0]
     expected = np.einsum("bihw,io->bohw", x, kernel) + np.array([1.0, -1.0])[None, :, None, None]
-    np.testing.assert_allclose(np.asarray(conv(x)), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(conv(x)), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -133,7 +135,7 @@ def test_layer_in_float64_matches_the_reference_to_float64_precision(layer, refe
     x = np.random.default_rng(6).standard_normal((3, 16, 4, 7))
     expected = module(torch.from_numpy(x)).detach().numpy()
     np.testing.assert_allclose(
-        nhwc_to_nchw(np.asarray(port(nchw_to_nhwc(x)))), expected, rtol=1e-11, atol=1e-11
+        nhwc_to_nchw(to_numpy(port(nchw_to_nhwc(x)))), expected, rtol=1e-11, atol=1e-11
     )
 
 
@@ -171,3 +173,24 @@ def test_unknown_channel_count_is_refused(layer_class):
 def test_unknown_data_format_is_refused(layer_class):
     with pytest.raises(ValueError, match=r"Expected one of .*Received: data_format='NHWC'"):
         layer_class(data_format="NHWC")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [PositionAttention, ChannelAttention, lambda: DANetHead(5)],
+    ids=["pam", "cam", "head"],
+)
+def test_weights_file_round_trip_keeps_outputs(make, tmp_path):
+    def model():
+        inputs = keras.Input(shape=(None, None, 32))
+        layer = make()
+        return keras.Model(inputs, layer(inputs)), layer
+
+    saved, layer = model()
+    randomized(layer, seed=3)
+    saved.save_weights(tmp_path / "m.weights.h5")
+    loaded, _ = model()
+    loaded.load_weights(tmp_path / "m.weights.h5")
+    x = np.random.default_rng(4).standard_normal((2, 5, 3, 32)).astype("float32")
+    for a, b in zip(autodiff.as_tuple(saved(x)), autodiff.as_tuple(loaded(x)), strict=True):
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b))

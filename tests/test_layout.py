@@ -5,6 +5,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from keras.ops import convert_to_numpy as to_numpy
 
 from impl_keras import ChannelAttention, PositionAttention
 from parity import layout
@@ -69,11 +70,11 @@ def test_loads_from_a_module_and_from_tensors():
     layer = built(PositionAttention, 16)
     load_state_dict(layer, module)
     np.testing.assert_array_equal(
-        np.asarray(layer.value_conv.kernel)[0, 0],
+        to_numpy(layer.value_conv.kernel)[0, 0],
         module.value_conv.weight.detach().numpy()[:, :, 0, 0].T,
     )
     load_state_dict(layer, {k: torch.zeros_like(v) for k, v in module.state_dict().items()})
-    assert not np.any(np.asarray(layer.value_conv.kernel))
+    assert not np.any(to_numpy(layer.value_conv.kernel))
 
 
 def test_keys_under_a_prefix_load_and_others_are_left_alone():
@@ -87,10 +88,10 @@ def test_keys_under_a_prefix_load_and_others_are_left_alone():
 
 
 def unchanged_after(layer, action):
-    before = [np.asarray(w).copy() for w in layer.weights]
+    before = [to_numpy(w).copy() for w in layer.weights]
     action()
     for old, weight in zip(before, layer.weights, strict=True):
-        np.testing.assert_array_equal(old, np.asarray(weight))
+        np.testing.assert_array_equal(old, to_numpy(weight))
 
 
 def test_missing_key_is_named_and_nothing_is_written():

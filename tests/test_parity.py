@@ -3,20 +3,29 @@
 The port is the bundled one (both data formats), or yours: ``pytest --port MODULE:FACTORY``.
 """
 
+from dataclasses import replace
 from functools import cache
 
 from hypothesis import event, given
 from hypothesis import strategies as st
 
+from impl_keras import PositionAttention
 from parity.assertions import assert_parity
 from parity.spec import CAM, HEAD, PAM, channels_first, pair_for_port
 from parity.weight_map import read_weight_map
+
+# The memory-lean PAM is one more port: blocks of 7 query positions leave a remainder block
+# whenever H*W is not a multiple of 7.
+PAM_CHUNKED = replace(
+    PAM, name="pam-chunked", make_port=lambda channels: PositionAttention(chunk_size=7)
+)
 
 
 @cache
 def pairs_under_test(port, weight_map, data_format):
     if port is None:
-        return tuple(pair for p in (PAM, CAM, HEAD) for pair in (p, channels_first(p)))
+        bundled = tuple(pair for p in (PAM, CAM, HEAD) for pair in (p, channels_first(p)))
+        return (*bundled, PAM_CHUNKED, channels_first(PAM_CHUNKED))
     mapping = read_weight_map(weight_map) if weight_map else None
     flags = [f"--port {port.split('=')[-1]}"]
     flags += [f"--weight-map {weight_map}"] if weight_map else []

@@ -1,0 +1,382 @@
+"""Benchmarks: the Keras port against the PyTorch reference, time and memory.
+
+Times are medians of repeated runs after warm-up, both frameworks timed in the same process
+with the same thread count; peak memory is measured for each configuration in a process of
+its own (the peak resident set over the run, above what the process held before it).
+Achieved GFLOP/s are set against the machine's own matmul throughput, measured here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+SHAPES = {
+    "pam": [(1, 512, 64, 64), (1, 512, 96, 96), (4, 512, 32, 32)],
+    "cam": [(1, 512, 64, 64), (1, 512, 96, 96), (4, 512, 32, 32)],
+    "head": [(1, 2048, 64, 64), (1, 2048, 96, 96), (4, 2048, 32, 32)],
+}
+HEAD_CLASSES = 19  # Cityscapes, as in DANet
+KERAS_MODES = ("eager", "function", "xla")
+
+
+@dataclass
+class Row:
+    module: str
+    shape: tuple
+    implementation: str  # torch, or keras-<mode>
+    forward_ms: float
+    backward_ms: float  # forward and backward together
+    gflop: float  # forward
+    peak_mb: float | None = None
+
+
+def flops(module: str, shape: tuple, inter: int | None = None) -> float:
+    """Multiply-adds times two of the forward pass (softmax and elementwise work left out)."""
+    b, c, h, w = shape
+    n = h * w
+    if module == "pam":
+        reduced = c // 8
+        return 2.0 * b * (n * c * (2 * reduced + c) + n * n * (reduced + c))
+    if module == "cam":
+        return 2.0 * b * 2 * n * c * c
+    inter = c // 4
+    convs = 2.0 * b * n * 9 * (2 * c * inter + 2 * inter * inter)
+    outputs = 2.0 * b * n * inter * HEAD_CLASSES * 3
+    return convs + outputs + flops("pam", (b, inter, h, w)) + flops("cam", (b, inter, h, w))
+
+
+def _median_ms(run, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times)
+
+
+# -- the two frameworks ------------------------------------------------------------------------
+
+
+def torch_runs(module: str, shape: tuple):
+    import torch
+
+    from reference_torch import CAM_Module, DANetHead, PAM_Module
+
+    _b, c, _h, _w = shape
+    reference = {
+        "pam": lambda: PAM_Module(c),
+        "cam": lambda: CAM_Module(c),
+        "head": lambda: DANetHead(c, HEAD_CLASSES),
+    }[module]().eval()
+    x = torch.randn(shape)
+    with torch.no_grad():
+        outputs = reference(x)
+    cotangents = [
+        torch.randn_like(y) for y in (outputs if isinstance(outputs, tuple) else (outputs,))
+    ]
+    parameters = list(reference.parameters())
+
+    def forward():
+        with torch.no_grad():
+            reference(x)
+
+    def forward_backward():
+        x_grad = x.detach().requires_grad_(True)
+        outputs = reference(x_grad)
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        torch.autograd.grad(outputs, [x_grad, *parameters], cotangents)
+
+    return forward, forward_backward
+
+
+def keras_runs(module: str, shape: tuple, mode: str, chunk_size: int | None = None):
+    from impl_keras import ChannelAttention, DANetHead, PositionAttention
+    from parity import autodiff
+
+    b, c, h, w = shape
+    layer = {
+        "pam": lambda: PositionAttention(chunk_size=chunk_size),
+        "cam": ChannelAttention,
+        "head": lambda: DANetHead(HEAD_CLASSES),
+    }[module]()
+    x = np.random.default_rng(0).standard_normal((b, h, w, c)).astype("float32")
+    outputs = autodiff.forward(layer, x)
+    cotangents = [
+        np.random.default_rng(1).standard_normal(y.shape).astype("float32") for y in outputs
+    ]
+    variables = list(layer.trainable_variables)
+
+    def forward():
+        autodiff.forward(layer, x, mode)
+
+    def forward_backward():
+        autodiff.vjp(layer, x, lambda outputs: cotangents, variables, mode)
+
+    return forward, forward_backward
+
+
+# -- memory, each configuration in a process of its own ------------------------------------------
+
+
+def _rss_kb(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def measure_peak_mb(run) -> float:
+    """Peak resident memory of one ``run()``, above what the process held before it."""
+    run()  # warm-up: compiled functions and allocator pools are not the workload
+    before = _rss_kb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # reset the peak (VmHWM) to the current RSS
+    run()
+    return (_rss_kb("VmHWM") - before) / 1024.0
+
+
+def peak_in_subprocess(module, shape, implementation, chunk_size=None) -> float | None:
+    command = [
+        sys.executable,
+        "-m",
+        "parity.bench",
+        "--memory-child",
+        json.dumps(
+            {
+                "module": module,
+                "shape": shape,
+                "implementation": implementation,
+                "chunk_size": chunk_size,
+            }
+        ),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
+    if result.returncode != 0:
+        return None
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def _memory_child(spec: dict) -> None:
+    shape = tuple(spec["shape"])
+    if spec["implementation"] == "torch":
+        _, run = torch_runs(spec["module"], shape)
+    else:
+        mode = spec["implementation"].removeprefix("keras-")
+        _, run = keras_runs(spec["module"], shape, mode, spec.get("chunk_size"))
+    print(measure_peak_mb(run))
+
+
+# -- the machine ------------------------------------------------------------------------------
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 5) -> dict:
+    """The machine's float32 matmul throughput through each framework (GFLOP/s)."""
+    import tensorflow as tf
+    import torch
+
+    a = np.random.default_rng(0).standard_normal((size, size)).astype("float32")
+    work = 2.0 * size**3 / 1e9
+    ta = torch.from_numpy(a)
+    tfa = tf.constant(a)
+    return {
+        "torch": work / (_median_ms(lambda: ta @ ta, repeats, 2) / 1000.0),
+        "tensorflow": work / (_median_ms(lambda: tf.matmul(tfa, tfa).numpy(), repeats, 2) / 1000.0),
+    }
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+def run(
+    modules, *, repeats=5, warmup=2, memory=True, modes=KERAS_MODES, progress=print
+) -> list[Row]:
+    rows = []
+    for module in modules:
+        for shape in SHAPES[module]:
+            work = flops(module, shape) / 1e9
+            implementations = [("torch", lambda m=module, s=shape: torch_runs(m, s))]
+            implementations += [
+                (f"keras-{mode}", lambda m=module, s=shape, mode=mode: keras_runs(m, s, mode))
+                for mode in modes
+            ]
+            for name, make in implementations:
+                progress(f"{module} {shape} {name}...")
+                forward, forward_backward = make()
+                row = Row(
+                    module,
+                    shape,
+                    name,
+                    _median_ms(forward, repeats, warmup),
+                    _median_ms(forward_backward, repeats, warmup),
+                    work,
+                )
+                if memory:
+                    row.peak_mb = peak_in_subprocess(module, list(shape), name)
+                rows.append(row)
+    return rows
+
+
+def lean_pam(sides=(64, 128, 256), channels=512, chunk_size=1024, repeats=1, progress=print):
+    """The memory-lean PAM against the dense one: forward+backward time and peak memory."""
+    rows = []
+    for side in sides:
+        shape = (1, channels, side, side)
+        for name, chunk in (("dense", None), (f"chunk {chunk_size}", chunk_size)):
+            dense_attention_gib = 4.0 * (side * side) ** 2 / 2**30
+            if chunk is None and dense_attention_gib > 4:
+                progress(
+                    f"{shape} {name}: skipped, the dense attention alone is "
+                    f"{dense_attention_gib:.0f} GiB"
+                )
+                rows.append(
+                    {"shape": shape, "implementation": name, "backward_ms": None, "peak_mb": None}
+                )
+                continue
+            progress(f"{shape} {name}...")
+            _, forward_backward = keras_runs("pam", shape, "eager", chunk)
+            row = {
+                "shape": shape,
+                "implementation": name,
+                "backward_ms": _median_ms(forward_backward, repeats, 1),
+                "peak_mb": peak_in_subprocess("pam", list(shape), "keras-eager", chunk),
+            }
+            if chunk is not None:
+                progress(f"{shape} {name}: parity of sampled rows...")
+                row["parity"] = lean_parity(side, channels, chunk)
+            rows.append(row)
+    return rows
+
+
+def lean_parity(side, channels=512, chunk_size=1024, samples=64, seed=0) -> dict:
+    """The lean PAM's output at sampled positions against float64 truth.
+
+    At 256x256 neither the dense reference nor a float64 run fits in memory, but one output
+    position needs only its own attention row: the rows of ``samples`` random positions are
+    computed in float64 (truth) and in float32 (the reference's own error, the same
+    arithmetic as the dense reference restricted to those rows), and the port is judged by
+    the suite's tolerance policy. Weights are random and ``gamma`` is non-zero, so the
+    attention path is what is compared.
+    """
+    import keras
+    import torch
+
+    from impl_keras import PositionAttention
+    from parity import autodiff
+    from parity.compare import compare
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((1, side, side, channels)).astype("float32")
+    layer = PositionAttention(chunk_size=chunk_size)
+    layer.build(x.shape)
+    # Query and key entries of standard deviation (C/8)**-0.25 give energies of about unit
+    # spread: soft attention rows, where the softmax is tested rather than one-hot.
+    reduced = channels // 8
+    for conv, spread in (
+        (layer.query_conv, reduced**-0.25),
+        (layer.key_conv, reduced**-0.25),
+        (layer.value_conv, 1.0),
+    ):
+        kernel = rng.standard_normal(conv.kernel.shape) * spread / np.sqrt(channels)
+        conv.kernel.assign(kernel.astype("float32"))
+        conv.bias.assign(rng.uniform(-0.5, 0.5, conv.bias.shape).astype("float32"))
+    layer.gamma.assign(np.float32(rng.uniform(0.5, 2.0)))
+    (port,) = autodiff.forward(layer, x)
+    picked = np.sort(rng.choice(side * side, size=min(samples, side * side), replace=False))
+
+    def rows(dtype):
+        def tensor(array):
+            return torch.from_numpy(np.asarray(array)).to(dtype)
+
+        def pointwise(conv, positions):  # a 1x1 convolution of (positions, C)
+            kernel = keras.ops.convert_to_numpy(conv.kernel)[0, 0]  # (C, filters)
+            return positions @ tensor(kernel) + tensor(keras.ops.convert_to_numpy(conv.bias))
+
+        flat = tensor(x.reshape(-1, channels))
+        query = pointwise(layer.query_conv, flat[picked])
+        key = pointwise(layer.key_conv, flat)
+        value = pointwise(layer.value_conv, flat)
+        attention = torch.softmax(query @ key.T, dim=-1)
+        gamma = tensor(keras.ops.convert_to_numpy(layer.gamma))
+        return (gamma * (attention @ value) + flat[picked]).numpy()
+
+    with torch.no_grad():
+        truth, reference = rows(torch.float64), rows(torch.float32)
+    (comparison,) = compare(
+        {"output rows": truth},
+        {"output rows": reference},
+        {"output rows": port.reshape(-1, channels)[picked]},
+    )
+    return {
+        "shape": (1, channels, side, side),
+        "rows": len(picked),
+        "port_error": comparison.relative_error,
+        "reference_error": comparison.reference_error,
+        "ratio": comparison.ratio,
+        "passed": comparison.passed,
+    }
+
+
+def table(rows: list[Row], throughput: dict) -> str:
+    lines = [
+        f"{'module':<6} {'shape':<20} {'implementation':<15} {'forward ms':>11} {'fwd+bwd ms':>11} "
+        f"{'vs torch':>9} {'fwd GFLOP/s':>12} {'% of matmul':>12} {'peak MB':>9}"
+    ]
+    torch_times = {(r.module, r.shape): r for r in rows if r.implementation == "torch"}
+    for r in rows:
+        base = torch_times[(r.module, r.shape)]
+        framework = "torch" if r.implementation == "torch" else "tensorflow"
+        achieved = r.gflop / (r.forward_ms / 1000.0)
+        ratio = f"{r.forward_ms / base.forward_ms:.2f}/{r.backward_ms / base.backward_ms:.2f}"
+        peak = "-" if r.peak_mb is None else f"{r.peak_mb:.0f}"
+        lines.append(
+            f"{r.module:<6} {r.shape!s:<20} {r.implementation:<15} {r.forward_ms:>11.1f} "
+            f"{r.backward_ms:>11.1f} {ratio:>9} {achieved:>12.1f} "
+            f"{100 * achieved / throughput[framework]:>11.0f}% {peak:>9}"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[Row], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for module, implementation in sorted({(r.module, r.implementation) for r in rows}):
+        chosen = sorted(
+            (r for r in rows if r.module == module and r.implementation == implementation),
+            key=lambda r: r.shape[0] * r.shape[2] * r.shape[3],
+        )
+        positions = [r.shape[0] * r.shape[2] * r.shape[3] for r in chosen]
+        label = f"{module} {implementation}"
+        axes[0].plot(positions, [r.backward_ms for r in chosen], marker="o", label=label)
+        axes[1].plot(positions, [r.peak_mb or np.nan for r in chosen], marker="o", label=label)
+    axes[0].set(xlabel="batch * H * W", ylabel="forward+backward ms", yscale="log")
+    axes[1].set(xlabel="batch * H * W", ylabel="peak MB (forward+backward)", yscale="log")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def rows_as_json(rows) -> list[dict]:
+    return [asdict(r) if isinstance(r, Row) else r for r in rows]
+
+
+if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--memory-child":
+    from parity.quiet import import_keras_quietly
+
+    import_keras_quietly()
+    _memory_child(json.loads(sys.argv[2]))

@@ -1,0 +1,81 @@
+"""Under Keras' mixed-precision policies the port still matches the reference.
+
+The tolerance policy is the same, with the unit roundoff of the compute dtype in place of
+float32's: the reference runs in float16 (or bfloat16) as its own measure, the floor is a
+few of that dtype's ulps, and the rounding-noise model rounds at its precision. Inputs are
+kept at scales whose Gram matrices stay inside float16's range (CAM's energy at scale 10
+and 576 positions is 57,600, against float16's 65,504). The planted structural bugs are
+still rejected; "attention in float16" is not a bug under a float16 policy.
+"""
+
+from dataclasses import replace
+from functools import cache
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import parity.strategies as pst
+from parity.assertions import assert_report
+from parity.engine import Checker
+from parity.spec import CAM, HEAD, PAM
+from tests.power import head_ports, ports
+from tests.power.test_planted_bugs import counterexample, port_pair
+
+PRECISIONS = ["float16", "bfloat16"]
+SAFE_SCALE = 1.0
+
+
+def in_range(pair):
+    return replace(
+        pair,
+        strategy=pst.examples(
+            min_channels=pair.min_channels,
+            max_channels=pair.max_channels,
+            max_side=16 if pair.name.startswith("head") else pst.MAX_SIDE,
+            max_scale=SAFE_SCALE,
+        ),
+    )
+
+
+@cache
+def checker(pair, precision):
+    return Checker(pair, precision=precision)
+
+
+def check(precision):
+    def run(pair, example):
+        assert_report(checker(pair, precision).check(example), pair)
+
+    return run
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize(
+    "pair", [in_range(PAM), in_range(CAM), in_range(HEAD)], ids=["pam", "cam", "head"]
+)
+@given(data=st.data())
+@settings(max_examples=max(5, settings().max_examples // 4))
+def test_port_matches_reference_under_mixed_precision(pair, precision, data):
+    check(precision)(pair, data.draw(pair.examples(), label="example"))
+
+
+STRUCTURAL_BUGS = {
+    "pam: softmax over the wrong axis": (PAM, ports.PAMSoftmaxWrongAxis),
+    "pam: query and key swapped": (PAM, ports.PAMQueryKeySwapped),
+    "pam: residual missing": (PAM, ports.PAMNoResidual),
+    "pam: NHWC read as NCHW by reshape": (PAM, ports.PAMReadsNHWCAsNCHW),
+    "pam: gradient blocked through attention": (PAM, ports.PAMGradientBlocked),
+    "pam: attention mixed across the batch": (PAM, ports.PAMMixesBatch),
+    "cam: without the max-minus step": (CAM, ports.CAMWithoutMaxMinus),
+    "cam: attention applied untransposed": (CAM, ports.CAMAttentionUntransposed),
+    "head: the three outputs in another order": (HEAD, head_ports.HeadOutputsReordered),
+    "head: ReLU missing after a norm": (HEAD, head_ports.HeadNoReLUAfterNorm),
+}
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("name", STRUCTURAL_BUGS)
+def test_planted_bugs_are_rejected_under_mixed_precision(name, precision):
+    pair, layer_class = STRUCTURAL_BUGS[name]
+    counterexample(in_range(port_pair(pair, layer_class)), shrink=False, check=check(precision))
