@@ -95,14 +95,16 @@ def _values(layer):
 def vjp(
     layer,
     x: np.ndarray,
-    cotangents: Callable[[tuple], Sequence[np.ndarray]],
+    cotangents: Callable[[tuple], Sequence[np.ndarray]] | Sequence[np.ndarray],
     variables: Sequence,
     mode: str = "eager",
 ) -> tuple[tuple[np.ndarray, ...], np.ndarray, list[np.ndarray]]:
     """Outputs, and the gradients of sum(output * cotangent) w.r.t. ``x`` and ``variables``.
 
-    ``cotangents(outputs)`` gives one cotangent per output (NumPy, the outputs' layout). A
-    variable the outputs do not depend on gets a zero gradient.
+    ``cotangents`` holds one cotangent per output (NumPy, the outputs' layout), or is a
+    function of the outputs that gives them; a compiled mode then runs the forward pass once
+    more to learn the outputs' shapes. A variable the outputs do not depend on gets a zero
+    gradient.
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
@@ -112,6 +114,12 @@ def vjp(
     if backend == "torch":
         return _vjp_torch(layer, x, cotangents, variables)
     raise NotImplementedError(f"Gradients on the {backend!r} Keras backend are not supported")
+
+
+def _cotangents(cotangents, outputs, convert):
+    """One cotangent per output, converted to the output's dtype by ``convert(c, dtype)``."""
+    given = cotangents(outputs) if callable(cotangents) else cotangents
+    return [convert(c, y.dtype) for c, y in zip(given, outputs, strict=True)]
 
 
 def _zeros_for_missing(grads, like):
@@ -142,15 +150,13 @@ def _vjp_tensorflow(layer, x, cotangents, variables, mode):
             tape.watch(x)
             tape.watch(watched)
             outputs = as_tuple(layer(x))
-        cots = [
-            tf.constant(c, dtype=y.dtype) for c, y in zip(cotangents(outputs), outputs, strict=True)
-        ]
+        cots = _cotangents(cotangents, outputs, tf.constant)
         grads = tape.gradient(list(outputs), [x, *watched], output_gradients=cots)
     else:
-        outputs = forward(layer, x.numpy(), mode)
-        cots = [
-            tf.constant(c, dtype=y.dtype) for c, y in zip(cotangents(outputs), outputs, strict=True)
-        ]
+        if callable(cotangents):
+            cots = _cotangents(cotangents, forward(layer, x.numpy(), mode), tf.constant)
+        else:
+            cots = [tf.constant(c) for c in cotangents]
         run = _compiled(
             layer,
             ("vjp", mode, tuple(id(v) for v in variables)),
@@ -182,22 +188,24 @@ def _vjp_jax(layer, x, cotangents, variables, mode):
     def pull(x, trainable_values, non_trainable_values, cots):
         # Every value an argument: a compiled function must not keep the weights (BatchNorm
         # statistics included) it first saw.
-        _, pullback = jax.vjp(
+        outputs, pullback = jax.vjp(
             lambda x, t: function(x, t, non_trainable_values), x, trainable_values
         )
-        return pullback(cots)
+        return outputs, pullback(cots)
 
     x = jnp.asarray(x)
     if mode == "jit":
-        outputs = forward(layer, np.asarray(x), "jit")
         run = _compiled(layer, ("vjp", mode), lambda: jax.jit(pull))
+        if callable(cotangents):
+            outputs = forward(layer, np.asarray(x), "jit")
+            cots = tuple(_cotangents(cotangents, outputs, jnp.asarray))
+        else:
+            cots = tuple(jnp.asarray(c) for c in cotangents)
     else:
-        outputs = function(x, trainable_values, non_trainable_values)
         run = pull
-    cots = tuple(
-        jnp.asarray(c, dtype=y.dtype) for c, y in zip(cotangents(outputs), outputs, strict=True)
-    )
-    grad_x, grad_trainable = run(x, trainable_values, non_trainable_values, cots)
+        outputs = function(x, trainable_values, non_trainable_values)
+        cots = tuple(_cotangents(cotangents, outputs, jnp.asarray))
+    outputs, (grad_x, grad_trainable) = run(x, trainable_values, non_trainable_values, cots)
     grads = [_numpy(grad_trainable[index[id(v)]]) for v in variables]
     return tuple(_numpy(y) for y in outputs), _numpy(grad_x), grads
 
@@ -207,19 +215,13 @@ def _vjp_torch(layer, x, cotangents, variables):
 
     x = torch.tensor(x, requires_grad=True)
     outputs = as_tuple(layer(x))
-    cots = [
-        torch.as_tensor(c, dtype=y.dtype)
-        for c, y in zip(
-            cotangents([y.detach().cpu().numpy() for y in outputs]), outputs, strict=True
-        )
-    ]
+    numpy_outputs = tuple(_numpy(y) for y in outputs)  # bfloat16 too (ml_dtypes)
+    given = cotangents(numpy_outputs) if callable(cotangents) else cotangents
+    cots = [torch.as_tensor(c, dtype=y.dtype) for c, y in zip(given, outputs, strict=True)]
     tensors = [x, *(v.value for v in variables)]
     grads = torch.autograd.grad(outputs, tensors, cots, allow_unused=True)
-    grads = [
-        np.zeros(tuple(t.shape), np.float32) if g is None else g.detach().cpu().numpy()
-        for g, t in zip(grads, tensors, strict=True)
-    ]
-    return tuple(y.detach().cpu().numpy() for y in outputs), grads[0], grads[1:]
+    grads = _zeros_for_missing(grads, tensors)
+    return numpy_outputs, grads[0], grads[1:]
 
 
 # -- one training step ---------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Times are medians of repeated runs after warm-up, both frameworks timed in the same process
 with the same thread count; peak memory is measured for each configuration in a process of
-its own (the peak resident set over the run, above what the process held before it).
+its own: the peak resident set while the module and its input are built and run forward and
+backward once, above what the process held before (the framework already started).
 Achieved GFLOP/s are set against the machine's own matmul throughput, measured here.
 """
 
@@ -23,6 +24,8 @@ SHAPES = {
     "cam": [(1, 512, 64, 64), (1, 512, 96, 96), (4, 512, 32, 32)],
     "head": [(1, 2048, 64, 64), (1, 2048, 96, 96), (4, 2048, 32, 32)],
 }
+# PAM's query and key have C // 8 channels; the head's attention runs on C // 4.
+MIN_CHANNELS = {"pam": 8, "cam": 1, "head": 32}
 HEAD_CLASSES = 19  # Cityscapes, as in DANet
 KERAS_MODES = ("eager", "function", "xla")
 
@@ -120,7 +123,7 @@ def keras_runs(module: str, shape: tuple, mode: str, chunk_size: int | None = No
         autodiff.forward(layer, x, mode)
 
     def forward_backward():
-        autodiff.vjp(layer, x, lambda outputs: cotangents, variables, mode)
+        autodiff.vjp(layer, x, cotangents, variables, mode)
 
     return forward, forward_backward
 
@@ -136,13 +139,16 @@ def _rss_kb(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def measure_peak_mb(run) -> float:
-    """Peak resident memory of one ``run()``, above what the process held before it."""
-    run()  # warm-up: compiled functions and allocator pools are not the workload
+def measure_peak_mb(work) -> float:
+    """Peak resident memory while ``work()`` runs, above what the process held before it.
+
+    Measured from before the work, not after a warm-up run: an allocator that keeps what it
+    freed (TensorFlow's does; PyTorch returns large blocks) would hide the peak otherwise.
+    """
     before = _rss_kb("VmRSS")
     with open("/proc/self/clear_refs", "w") as clear:
         clear.write("5")  # reset the peak (VmHWM) to the current RSS
-    run()
+    work()
     return (_rss_kb("VmHWM") - before) / 1024.0
 
 
@@ -168,13 +174,18 @@ def peak_in_subprocess(module, shape, implementation, chunk_size=None) -> float 
 
 
 def _memory_child(spec: dict) -> None:
-    shape = tuple(spec["shape"])
-    if spec["implementation"] == "torch":
-        _, run = torch_runs(spec["module"], shape)
-    else:
-        mode = spec["implementation"].removeprefix("keras-")
-        _, run = keras_runs(spec["module"], shape, mode, spec.get("chunk_size"))
-    print(measure_peak_mb(run))
+    """Peak memory of building the module and its input and running forward and backward
+    once, after the framework has started up (thread pools, kernels) on a small input."""
+    module, implementation = spec["module"], spec["implementation"]
+
+    def forward_backward(shape):
+        if implementation == "torch":
+            return torch_runs(module, shape)[1]
+        mode = implementation.removeprefix("keras-")
+        return keras_runs(module, shape, mode, spec.get("chunk_size"))[1]
+
+    forward_backward((1, 64, 4, 4))()
+    print(measure_peak_mb(lambda: forward_backward(tuple(spec["shape"]))()))
 
 
 # -- the machine ------------------------------------------------------------------------------
@@ -199,11 +210,12 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> dict:
 
 
 def run(
-    modules, *, repeats=5, warmup=2, memory=True, modes=KERAS_MODES, progress=print
+    shapes: dict, *, repeats=5, warmup=2, memory=True, modes=KERAS_MODES, progress=print
 ) -> list[Row]:
+    """Every implementation at ``shapes`` ({module: [(B, C, H, W), ...]}, e.g. SHAPES)."""
     rows = []
-    for module in modules:
-        for shape in SHAPES[module]:
+    for module, module_shapes in shapes.items():
+        for shape in module_shapes:
             work = flops(module, shape) / 1e9
             implementations = [("torch", lambda m=module, s=shape: torch_runs(m, s))]
             implementations += [
@@ -227,7 +239,7 @@ def run(
     return rows
 
 
-def lean_pam(sides=(64, 128, 256), channels=512, chunk_size=1024, repeats=1, progress=print):
+def lean_pam(sides=(64, 128, 256), channels=512, chunk_size=512, repeats=1, progress=print):
     """The memory-lean PAM against the dense one: forward+backward time and peak memory."""
     rows = []
     for side in sides:
@@ -258,7 +270,7 @@ def lean_pam(sides=(64, 128, 256), channels=512, chunk_size=1024, repeats=1, pro
     return rows
 
 
-def lean_parity(side, channels=512, chunk_size=1024, samples=64, seed=0) -> dict:
+def lean_parity(side, channels=512, chunk_size=512, samples=64, seed=0, layer=None) -> dict:
     """The lean PAM's output at sampled positions against float64 truth.
 
     At 256x256 neither the dense reference nor a float64 run fits in memory, but one output
@@ -266,7 +278,8 @@ def lean_parity(side, channels=512, chunk_size=1024, samples=64, seed=0) -> dict
     computed in float64 (truth) and in float32 (the reference's own error, the same
     arithmetic as the dense reference restricted to those rows), and the port is judged by
     the suite's tolerance policy. Weights are random and ``gamma`` is non-zero, so the
-    attention path is what is compared.
+    attention path is what is compared. ``layer``: an unbuilt channels-last PAM port in
+    place of ``PositionAttention(chunk_size=chunk_size)``.
     """
     import keras
     import torch
@@ -277,7 +290,7 @@ def lean_parity(side, channels=512, chunk_size=1024, samples=64, seed=0) -> dict
 
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((1, side, side, channels)).astype("float32")
-    layer = PositionAttention(chunk_size=chunk_size)
+    layer = layer or PositionAttention(chunk_size=chunk_size)
     layer.build(x.shape)
     # Query and key entries of standard deviation (C/8)**-0.25 give energies of about unit
     # spread: soft attention rows, where the softmax is tested rather than one-hot.

@@ -59,6 +59,18 @@ class Conversion:
         return "\n".join(lines)
 
 
+def _rows(bindings, state, prefix) -> list[tuple[str, str, tuple, tuple]]:
+    return [
+        (
+            prefix + b.torch_key,
+            b.keras_path.split("/", 1)[-1],
+            tuple(state[prefix + b.torch_key].shape),
+            b.keras_shape,
+        )
+        for b in bindings
+    ]
+
+
 # -- reading ------------------------------------------------------------------------------------
 
 
@@ -231,15 +243,7 @@ def torch_to_keras(
         raise CheckpointError(f"{error} (pass --ignore KEY to leave a key out)") from None
     _atomic(target, KERAS_SUFFIX, lambda path: _model(layer).save_weights(path))
     conversion = Conversion(
-        rows=[
-            (
-                prefix + b.torch_key,
-                b.keras_path.split("/", 1)[-1],
-                tuple(state[prefix + b.torch_key].shape),
-                b.keras_shape,
-            )
-            for b in bindings
-        ],
+        rows=_rows(bindings, state, prefix),
         ignored=sorted(
             key
             for key in state
@@ -269,17 +273,7 @@ def keras_to_torch(
         first = str(error).strip().splitlines()[0]
         raise CheckpointError(f"{source} does not fit a {module}: {first}") from None
     state = export_state_dict(layer, prefix=prefix)
-    conversion = Conversion(
-        rows=[
-            (
-                prefix + b.torch_key,
-                b.keras_path.split("/", 1)[-1],
-                tuple(state[prefix + b.torch_key].shape),
-                b.keras_shape,
-            )
-            for b in bindings_for(layer)
-        ],
-    )
+    conversion = Conversion(rows=_rows(bindings_for(layer), state, prefix))
     if module == "head":
         counters = [
             key.removesuffix("running_var") + "num_batches_tracked"

@@ -40,6 +40,15 @@ def _positive(text: str) -> int:
     return value
 
 
+def _shape(text: str) -> tuple[int, int, int, int]:
+    parts = text.split(",")
+    if len(parts) != 4 or not all(part.strip().isdigit() and int(part) > 0 for part in parts):
+        raise argparse.ArgumentTypeError(
+            f"expected B,C,H,W: four positive whole numbers, got {text!r}"
+        )
+    return tuple(int(part) for part in parts)
+
+
 def _example(text: str):
     from parity.strategies import Example
 
@@ -112,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("modules", nargs="*", metavar="MODULE", help="pam, cam, head (default: all)")
     bench.add_argument("--repeats", type=_positive, default=5, help="timed runs per case (5)")
     bench.add_argument("--threads", type=_positive, default=2, help="threads per framework (2)")
+    bench.add_argument(
+        "--shape",
+        type=_shape,
+        action="append",
+        metavar="B,C,H,W",
+        help="time this input shape (NCHW) instead of DANet's working shapes; repeatable",
+    )
     bench.add_argument("--no-memory", action="store_true", help="skip peak memory (faster)")
     bench.add_argument("--plot", metavar="FILE.png", help="time and memory against H*W")
     bench.add_argument("--json", metavar="FILE.json", help="the measurements, machine-readable")
@@ -546,9 +562,17 @@ def run_bench(args) -> int:
             f"matmul 2048x2048 float32: torch {throughput['torch']:.0f} GFLOP/s, "
             f"tensorflow {throughput['tensorflow']:.0f} GFLOP/s"
         )
-        rows = bench.run(
-            modules, repeats=args.repeats, memory=not args.no_memory, progress=progress
-        )
+        shapes = {m: args.shape or bench.SHAPES[m] for m in modules}
+        for module, module_shapes in shapes.items():
+            for shape in module_shapes:
+                if shape[1] < bench.MIN_CHANNELS[module]:
+                    print(
+                        f"parity: error: --shape {','.join(map(str, shape))}: {module} needs "
+                        f"at least {bench.MIN_CHANNELS[module]} channels, got {shape[1]}",
+                        file=sys.stderr,
+                    )
+                    return EXIT_USAGE
+        rows = bench.run(shapes, repeats=args.repeats, memory=not args.no_memory, progress=progress)
         print(bench.table(rows, throughput))
         if args.plot:
             bench.plot(rows, args.plot)

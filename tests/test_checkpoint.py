@@ -17,15 +17,7 @@ from parity.layout import nchw_to_nhwc, nhwc_to_nchw
 from parity.spec import random_parameters
 from reference_torch import DANetHead as TorchHead
 from reference_torch import PAM_Module
-
-
-def run(argv, capsys):
-    try:
-        status = main(argv)
-    except SystemExit as exit_info:
-        status = exit_info.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
+from tests.helpers import run_cli as run
 
 
 def random_module(module, seed=0):

@@ -36,6 +36,9 @@ def test_replaying_one_example(capsys):
         (["check", "sam"], "unknown module 'sam'"),
         (["check", "--examples", "0"], "must be at least 1, got 0"),
         (["check", "--example", "1,2"], "Expected 6 comma-separated values"),
+        (["bench", "--shape", "1,2,3"], "expected B,C,H,W: four positive whole numbers"),
+        (["bench", "pam", "--shape", "1,4,3,3"], "pam needs at least 8 channels, got 4"),
+        (["bench", "mam"], "unknown module 'mam'"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_clear_line(argv, message, capsys):

@@ -11,8 +11,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from parity.cli import main
 from parity.report import SCHEMA
+from tests.helpers import run_cli as run
 
 PORTS = "tests.power.ports"
 BLOG = "tests.power.blog_ports"
@@ -75,15 +75,6 @@ FAITHFUL = {
     f"{BLOG}:pam_function": "pam",
     f"{BLOG}:cam_function": "cam",
 }
-
-
-def run(argv, capsys):
-    try:
-        status = main(argv)
-    except SystemExit as exit_info:
-        status = exit_info.code
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 def load_report(directory: Path, module: str) -> dict:

@@ -11,19 +11,16 @@ from parity.layout import export_state_dict, load_state_dict, nchw_to_nhwc, nhwc
 from parity.spec import random_parameters
 from reference_torch import DANetHead as TorchHead
 
+CONV_NORM_PARTS = (
+    "0.weight",
+    "1.weight",
+    "1.bias",
+    "1.running_mean",
+    "1.running_var",
+    "1.num_batches_tracked",
+)
 ORIGINAL_KEYS = (
-    [
-        f"{block}.{part}"
-        for block in ("conv5a", "conv5c")
-        for part in (
-            "0.weight",
-            "1.weight",
-            "1.bias",
-            "1.running_mean",
-            "1.running_var",
-            "1.num_batches_tracked",
-        )
-    ]
+    [f"{block}.{part}" for block in ("conv5a", "conv5c") for part in CONV_NORM_PARTS]
     + [
         "sa.gamma",
         "sa.query_conv.weight",
@@ -34,18 +31,7 @@ ORIGINAL_KEYS = (
         "sa.value_conv.bias",
         "sc.gamma",
     ]
-    + [
-        f"{block}.{part}"
-        for block in ("conv51", "conv52")
-        for part in (
-            "0.weight",
-            "1.weight",
-            "1.bias",
-            "1.running_mean",
-            "1.running_var",
-            "1.num_batches_tracked",
-        )
-    ]
+    + [f"{block}.{part}" for block in ("conv51", "conv52") for part in CONV_NORM_PARTS]
     + [f"conv{i}.1.{p}" for i in (6, 7, 8) for p in ("weight", "bias")]
 )
 
