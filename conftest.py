@@ -23,7 +23,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-from parity.quiet import import_keras_quietly  # noqa: E402
+from parity.quiet import import_keras_quietly, native_stderr_silenced  # noqa: E402
 
 import_keras_quietly()
 
@@ -69,7 +69,9 @@ def pytest_addoption(parser):
 
 def pytest_report_header(config):
     import keras
-    import tensorflow as tf
+
+    with native_stderr_silenced():  # not imported yet on the other Keras backends
+        import tensorflow as tf
 
     return [
         f"danet-parity: hypothesis profile {settings.get_current_profile_name()!r}, "
