@@ -9,7 +9,7 @@ from parity.engine import Checker
 from parity.spec import CAM
 from parity.strategies import Example
 
-DRAWS = 400
+DRAWS = 1000  # the first few hundred of a derandomized run lean to small, simple examples
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_shapes_that_expose_bugs_are_common(drawn):
     assert share(drawn, lambda e: (e.height * e.width) % 8 != 0) > 0.5
     assert share(drawn, lambda e: e.channels % 8 != 0) > 0.5
     assert share(drawn, lambda e: e.channels % 8 == 0) > 0.05
-    assert share(drawn, lambda e: e.scale < 0.01) > 0.01
+    assert share(drawn, lambda e: e.scale < 0.01) > 0.02
     assert share(drawn, lambda e: e.scale > 3) > 0.05
 
 
