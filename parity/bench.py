@@ -361,24 +361,41 @@ def table(rows: list[Row], throughput: dict) -> str:
 
 
 def plot(rows: list[Row], path: str) -> None:
+    """Time (top) and peak memory (bottom) against H*W, a column per module, a colour per
+    implementation; batch-1 shapes joined by lines, larger batches as crosses."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for module, implementation in sorted({(r.module, r.implementation) for r in rows}):
-        chosen = sorted(
-            (r for r in rows if r.module == module and r.implementation == implementation),
-            key=lambda r: r.shape[0] * r.shape[2] * r.shape[3],
-        )
-        positions = [r.shape[0] * r.shape[2] * r.shape[3] for r in chosen]
-        label = f"{module} {implementation}"
-        axes[0].plot(positions, [r.backward_ms for r in chosen], marker="o", label=label)
-        axes[1].plot(positions, [r.peak_mb or np.nan for r in chosen], marker="o", label=label)
-    axes[0].set(xlabel="batch * H * W", ylabel="forward+backward ms", yscale="log")
-    axes[1].set(xlabel="batch * H * W", ylabel="peak MB (forward+backward)", yscale="log")
-    axes[1].legend(fontsize=7)
+    modules = list(dict.fromkeys(r.module for r in rows))
+    implementations = list(dict.fromkeys(r.implementation for r in rows))
+    colours = dict(zip(implementations, plt.get_cmap("tab10").colors, strict=False))
+    fig, axes = plt.subplots(2, len(modules), figsize=(4.2 * len(modules), 7), squeeze=False)
+    for column, module in enumerate(modules):
+        for implementation in implementations:
+            chosen = [r for r in rows if r.module == module and r.implementation == implementation]
+            for row_axes, value in ((axes[0, column], "backward_ms"), (axes[1, column], "peak_mb")):
+                single = sorted((r for r in chosen if r.shape[0] == 1), key=lambda r: r.shape[2:])
+                batched = [r for r in chosen if r.shape[0] > 1]
+                style = dict(color=colours[implementation])
+                row_axes.plot(
+                    [r.shape[2] * r.shape[3] for r in single],
+                    [getattr(r, value) or np.nan for r in single],
+                    marker="o",
+                    label=implementation,
+                    **style,
+                )
+                row_axes.plot(
+                    [r.shape[2] * r.shape[3] for r in batched],
+                    [getattr(r, value) or np.nan for r in batched],
+                    "x",
+                    markersize=9,
+                    **style,
+                )
+        axes[0, column].set(title=module, ylabel="forward+backward ms", yscale="log")
+        axes[1, column].set(xlabel="H * W (crosses: batch > 1)", ylabel="peak MB", yscale="log")
+    axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

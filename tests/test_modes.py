@@ -17,6 +17,7 @@ from parity.assertions import assert_report
 from parity.engine import Checker
 from parity.spec import CAM, HEAD, PAM
 from parity.strategies import Example
+from tests.test_parity import PAM_CHUNKED
 
 MODES = autodiff.MODES[keras.backend.backend()]
 
@@ -24,6 +25,7 @@ MODES = autodiff.MODES[keras.backend.backend()]
 # the examples spend their time on scales, weights and modes rather than on compiling.
 SHAPES = {
     "pam": [(2, 16, 3, 5), (1, 9, 1, 7), (3, 24, 6, 4)],
+    "pam-chunked": [(2, 16, 3, 5), (3, 24, 6, 4)],  # blocks of 7: 7+7+1, 7+7+7+3
     "cam": [(2, 16, 3, 5), (1, 3, 7, 1), (4, 13, 2, 9)],
     "head": [(2, 32, 3, 5), (1, 44, 4, 1)],
 }
@@ -44,7 +46,7 @@ def checker(pair, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("pair", [PAM, CAM, HEAD], ids=lambda p: p.name)
+@pytest.mark.parametrize("pair", [PAM, PAM_CHUNKED, CAM, HEAD], ids=lambda p: p.name)
 @given(data=st.data())
 @settings(max_examples=max(5, settings().max_examples // 5))
 def test_every_execution_mode_matches_the_reference(pair, mode, data):
