@@ -24,7 +24,30 @@ def _standardize_data_format(data_format):
     return data_format
 
 
-class _PointwiseConv(keras.layers.Conv2D):
+class _Conv2D(keras.layers.Conv2D):
+    """A Conv2D that runs channels_first on TensorFlow's CPU kernels too.
+
+    TensorFlow's CPU Conv2D takes NHWC only, unless oneDNN is on (it is off by default on
+    CPUs without AVX-512, e.g. AMD EPYC): a channels_first Keras Conv2D raises there. The
+    convolution runs on the input transposed to NHWC and is transposed back, which is
+    exact (data movement only).
+    """
+
+    def convolution_op(self, inputs, kernel):
+        if self.data_format != "channels_first" or keras.backend.backend() != "tensorflow":
+            return super().convolution_op(inputs, kernel)
+        outputs = ops.conv(
+            ops.transpose(inputs, (0, 2, 3, 1)),
+            kernel,
+            strides=list(self.strides),
+            padding=self.padding,
+            dilation_rate=self.dilation_rate,
+            data_format="channels_last",
+        )
+        return ops.transpose(outputs, (0, 3, 1, 2))
+
+
+class _PointwiseConv(_Conv2D):
     """A 1x1 Conv2D whose bias lands on the channel axis in both data formats.
 
     Keras 3.15's TensorFlow ``ops.add`` rewrites ``x + bias`` as ``tf.nn.bias_add`` and

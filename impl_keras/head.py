@@ -13,6 +13,7 @@ from keras import ops
 from impl_keras.attention import (
     ChannelAttention,
     PositionAttention,
+    _Conv2D,
     _PointwiseConv,
     _standardize_data_format,
 )
@@ -83,7 +84,7 @@ class ConvNormReLU(keras.layers.Layer):
 
     def build(self, input_shape):
         axis = -1 if self.data_format == "channels_last" else 1
-        self.conv = keras.layers.Conv2D(
+        self.conv = _Conv2D(
             self.filters,
             3,
             padding="same",

@@ -6,6 +6,7 @@ from functools import cache
 
 from parity.compare import describe_failures
 from parity.engine import Checker, ExampleReport
+from parity.frameworks import backend_prefix
 from parity.spec import BUILTIN_PAIRS, ModulePair
 from parity.strategies import Example
 
@@ -13,22 +14,31 @@ from parity.strategies import Example
 class ParityFailure(AssertionError):
     """The port's error on some tensor exceeds what the tolerance policy allows."""
 
-    def __init__(self, report: ExampleReport, pair: ModulePair | None = None):
+    def __init__(
+        self, report: ExampleReport, pair: ModulePair | None = None, train: str | None = None
+    ):
         self.report = report
         super().__init__(
             f"{report.pair}: the port differs from the reference on {report.example}\n"
             + describe_failures(report.comparisons)
         )
         if pair is not None:
-            self.add_note(f"Replay: {replay_command(pair, report.example)}")
+            self.add_note(f"Replay: {replay_command(pair, report.example, train)}")
 
 
-def replay_command(pair: ModulePair, example: Example) -> str:
-    """The ``parity check`` command that reruns ``example``, or the Python call for a pair
+def replay_command(pair: ModulePair, example: Example, train: str | None = None) -> str:
+    """The ``parity check`` command that reruns ``example`` (a training step with ``train``,
+    the optimizer's name; on the Keras backend it ran on), or the Python call for a pair
     the command cannot name."""
     if pair.name in BUILTIN_PAIRS:
         flags = f" {pair.origin}" if pair.origin else ""
-        return f"parity check {pair.name}{flags} --example {example.to_text()}"
+        flags += f" --train {train}" if train else ""
+        return f"{backend_prefix()}parity check {pair.name}{flags} --example {example.to_text()}"
+    if train:
+        return (
+            f"TrainingChecker(Checker(pair)).check(Example.from_text({example.to_text()!r}), "
+            f"OPTIMIZERS[{train!r}])"
+        )
     return f"Checker(pair).check(Example.from_text({example.to_text()!r}))"
 
 
@@ -44,11 +54,13 @@ def assert_parity(pair: ModulePair, example: Example, *, gradients: bool = True)
     return assert_report(checker_for(pair).check(example, gradients=gradients), pair)
 
 
-def assert_report(report: ExampleReport, pair: ModulePair | None = None) -> ExampleReport:
+def assert_report(
+    report: ExampleReport, pair: ModulePair | None = None, train: str | None = None
+) -> ExampleReport:
     """Raise ParityFailure for a failing report (from any kind of check)."""
     __tracebackhide__ = True
     if not report.passed:
-        raise ParityFailure(report, pair)
+        raise ParityFailure(report, pair, train)
     return report
 
 
@@ -62,4 +74,5 @@ def training_checker_for(pair: ModulePair):
 def assert_training_parity(pair: ModulePair, example: Example, optimizer) -> ExampleReport:
     """One training step (``parity.training``) on one example; ParityFailure if off."""
     __tracebackhide__ = True
-    return assert_report(training_checker_for(pair).check(example, optimizer), pair)
+    report = training_checker_for(pair).check(example, optimizer)
+    return assert_report(report, pair, optimizer.name)

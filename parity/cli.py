@@ -17,7 +17,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from parity.frameworks import LEGACY_ENV, legacy_keras_enabled, looks_legacy
+from parity.frameworks import LEGACY_ENV, backend_prefix, legacy_keras_enabled, looks_legacy
 from parity.quiet import import_keras_quietly
 
 EXIT_PARITY, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_example,
         metavar="B,C,H,W,SCALE,SEED",
         help="replay one example exactly, as printed by a failure",
+    )
+    check.add_argument(
+        "--train",
+        choices=["sgd", "adam"],
+        help="check one training step instead (BatchNorm on batch statistics, then this "
+        "optimizer's step; modules with BatchNorm: head)",
     )
     check.add_argument(
         "--legacy-keras",
@@ -225,8 +231,10 @@ def replay_command(args, module: str, example) -> str:
         parts.append("--legacy-keras")
     if args.data_format:
         parts.append(f"--data-format {args.data_format}")
+    if args.train:
+        parts.append(f"--train {args.train}")
     parts.append(f"--example {example.to_text()}")
-    return " ".join(parts)
+    return backend_prefix() + " ".join(parts)
 
 
 # -- running one module ----------------------------------------------------------------------
@@ -299,10 +307,24 @@ def _check_examples(pair, args, outcome: Outcome, progress: Progress):
 
     checker = checker_for(pair)
     failed = []
+    strategy = pair.examples()
+    if args.train:
+        from parity.assertions import training_checker_for
+        from parity.training import OPTIMIZERS, trainable
+
+        optimizer = OPTIMIZERS[args.train]
+        strategy = strategy.filter(trainable)
+
+        def run(example, forward_first):
+            return training_checker_for(pair).check(example, optimizer)
+    else:
+
+        def run(example, forward_first):
+            return checker.check(example, forward_first=forward_first)
 
     def check(example):
         try:
-            report = checker.check(example, forward_first=bool(failed))
+            report = run(example, bool(failed))
         except PortError as error:
             error.example = example
             raise
@@ -332,7 +354,7 @@ def _check_examples(pair, args, outcome: Outcome, progress: Progress):
         phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
-    @given(pair.examples())
+    @given(strategy)
     def parity_property(example):
         if not failed:
             progress.tick()
@@ -426,7 +448,14 @@ def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
             )
         if outcome.failure:
             print(outcome.failure, file=out)
-        if example is not None:
+        if example is not None and args.train:
+            from parity.assertions import training_checker_for
+            from parity.compare import describe_failures
+            from parity.training import OPTIMIZERS
+
+            step = training_checker_for(pair).check(example, OPTIMIZERS[args.train])
+            print(describe_failures(step.comparisons), file=out)
+        elif example is not None:
             if not outcome.failure:
                 from parity.compare import describe_failures
 

@@ -38,12 +38,14 @@ from parity.rounding import EPS32
 
 @dataclass(frozen=True)
 class TolerancePolicy:
-    """``factor`` and ``floor_ulps`` as above; ``unit`` is the unit roundoff of the compute
-    dtype (float32's by default; float16's or bfloat16's under a mixed-precision policy)."""
+    """``factor``, ``floor_ulps`` and ``bound_deviations`` as above; ``unit`` is the unit
+    roundoff of the compute dtype (float32's by default; float16's or bfloat16's under a
+    mixed-precision policy)."""
 
     factor: float = 16.0
     floor_ulps: float = 4.0
     unit: float = EPS32
+    bound_deviations: float = 4.0
 
     @property
     def floor(self) -> float:
@@ -62,9 +64,9 @@ class TensorComparison:
     max_abs_error: float  # max|port - truth|
     relative_error: float  # e_port
     reference_error: float  # e_ref
-    ratio: float  # e_port / max(e_ref, floor): the port's error in units of the reference's
+    ratio: float  # the worst element's error over max(e_ref, its floor): what the verdict used
     allowed_ratio: float  # the policy's factor
-    floor: float  # max(FLOOR_ULPS * eps32, e_noise)
+    floor: float  # the floor at the element that set the ratio, relative to scale
     worst_index: tuple[int, ...]  # of max|port - truth|, in the reference's layout
     mismatched: int  # elements whose error exceeds what the policy allows
     scale: float
@@ -114,13 +116,16 @@ def compare(
     port: Mapping[str, np.ndarray],
     policy: TolerancePolicy = DEFAULT_POLICY,
     *,
+    deviations: Mapping[str, np.ndarray] | None = None,
     rounding_noise: Sequence[Mapping[str, np.ndarray]] = (),
     floors: Mapping[str, float] | None = None,
 ) -> list[TensorComparison]:
     """Compare every tensor of ``truth`` (all in the reference's layout).
 
-    ``rounding_noise`` holds runs of the reference under simulated float32 rounding (see
-    the module docstring); without them the floor is FLOOR_ULPS alone.
+    ``deviations`` holds the running error bound of every tensor (``parity.error_bound``:
+    per element, in units of ``policy.unit``); ``rounding_noise`` runs of the reference
+    under simulated rounding, for a reference the bound has no rule for; ``floors`` a
+    relative floor per tensor. Without any of them the floor is FLOOR_ULPS alone.
     """
     scales = _scales(truth)
     comparisons = []
@@ -133,32 +138,38 @@ def compare(
                 f"{name}: the port's shape {got.shape} differs from the reference's "
                 f"{true.shape} (after conversion to the reference's layout)"
             )
+        scale = scales[name]
         port_diff = np.abs(got - true)
         if not np.all(np.isfinite(got)):
             port_diff = np.where(np.isfinite(got), port_diff, np.inf)
-        worst = np.unravel_index(np.argmax(port_diff), port_diff.shape) if true.size else ()
-        max_abs = float(port_diff[worst]) if true.size else 0.0
-        e_port = _relative(max_abs, scales[name])
-        e_ref = _relative(float(np.max(np.abs(ref - true), initial=0.0)), scales[name])
+        e_ref = _relative(float(np.max(np.abs(ref - true), initial=0.0)), scale)
         e_floor = max(policy.floor, (floors or {}).get(name, 0.0))
         for noisy in rounding_noise:
             moved = np.abs(np.asarray(noisy[name], dtype=np.float64) - true)
-            e_floor = max(e_floor, _relative(float(np.max(moved, initial=0.0)), scales[name]))
-        allowed_error = policy.factor * max(e_ref, e_floor)
-        ratio = e_port / max(e_ref, e_floor)
+            e_floor = max(e_floor, _relative(float(np.max(moved, initial=0.0)), scale))
+        # What the port may err by, per element, in units of the factor: the reference's
+        # own error, the floor, and the element's running error bound.
+        unit_error = np.full(true.shape, max(e_ref, e_floor) * scale)
+        if deviations is not None:
+            bound = policy.bound_deviations * policy.unit * np.asarray(deviations[name])
+            unit_error = np.maximum(unit_error, bound)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios = np.where(port_diff == 0, 0.0, port_diff / unit_error)
+        worst = np.unravel_index(np.argmax(ratios), ratios.shape) if true.size else ()
+        ratio = float(ratios[worst]) if true.size else 0.0
         comparisons.append(
             TensorComparison(
                 name=name,
                 shape=tuple(true.shape),
-                max_abs_error=max_abs,
-                relative_error=e_port,
+                max_abs_error=float(np.max(port_diff, initial=0.0)),
+                relative_error=_relative(float(np.max(port_diff, initial=0.0)), scale),
                 reference_error=e_ref,
                 ratio=ratio,
                 allowed_ratio=policy.factor,
-                floor=e_floor,
+                floor=_relative(float(unit_error[worst]), scale) if true.size else e_floor,
                 worst_index=tuple(int(i) for i in worst),
-                mismatched=int(np.count_nonzero(port_diff > allowed_error * scales[name])),
-                scale=scales[name],
+                mismatched=int(np.count_nonzero(ratios > policy.factor)),
+                scale=scale,
                 passed=bool(ratio <= policy.factor),
             )
         )

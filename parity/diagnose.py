@@ -111,8 +111,9 @@ class Diagnoser:
 
     # -- running hypotheses -------------------------------------------------------------
     def _residual(self, report: ExampleReport, truth, reference, port) -> tuple[bool, float]:
-        floors = {c.name: c.floor for c in report.comparisons}
-        comparisons = compare(truth, reference, port, self.policy, floors=floors)
+        # The floor of the example checked (the variant's truth differs little where the
+        # variant explains the failure, which is what this asks).
+        comparisons = compare(truth, reference, port, self.policy, **(report.floor or {}))
         return all(c.passed for c in comparisons), max(c.ratio for c in comparisons)
 
     def _variant(self, report, data, variant):

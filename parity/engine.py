@@ -7,6 +7,7 @@ same strict bindings that loaded its weights.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -16,6 +17,7 @@ import torch
 
 from parity import autodiff
 from parity.compare import DEFAULT_POLICY, TensorComparison, TolerancePolicy, compare
+from parity.error_bound import NoErrorRule, RunningErrorBound
 from parity.layout import Binding, from_data_format, load_state_dict, to_data_format
 from parity.ports import PortError, PortInstance, describe_error, instantiate
 from parity.rounding import UNIT_ROUNDOFF, Float32RoundingNoise
@@ -26,9 +28,13 @@ PRECISIONS = {"float32": "float32", "float16": "mixed_float16", "bfloat16": "mix
 """Compute dtype -> the Keras dtype policy the port is built under (weights stay float32)."""
 
 ROUNDING_NOISE_DRAWS = 3
-"""Simulated float32 runs per example. One draw of random rounding lands near the truth by
-chance now and then (a one-element tensor such as grad[gamma] is a single draw): the floor
-takes the largest of three."""
+"""Simulated float32 runs per example, for a reference the running error bound has no rule
+for. One draw of random rounding lands near the truth by chance now and then (a
+one-element tensor such as grad[gamma] is a single draw): the floor takes the largest."""
+
+NEAR_LIMIT = 0.25
+"""Share of the allowed factor past which a tensor's ratio is taken against the full floor
+(the running error bound costs about as much as the rest of an example)."""
 
 Results = dict[str, np.ndarray]
 Forward = Callable[[torch.nn.Module, torch.Tensor], object]
@@ -66,6 +72,7 @@ class ExampleReport:
     reference: Results | None = None
     port: Results | None = None
     x: np.ndarray | None = None  # the input, NCHW
+    floor: dict | None = None  # compare()'s floor arguments (see rounding_floor)
 
     @property
     def passed(self) -> bool:
@@ -132,12 +139,27 @@ class Checker:
     ) -> Results:
         """The reference's outputs (and gradients); ``forward(module, x)`` replaces its
         forward pass, for the diagnosis' variants of the reference."""
+        tensors = self._reference_tensors(example, data, dtype, gradients, forward)
+        return {name: t.detach().double().numpy() for name, t in tensors.items()}
+
+    def reference_deviations(self, example, data, gradients) -> Results:
+        """The running error bound of every reference tensor (``parity.error_bound``): the
+        standard deviation of a faithful float32 computation's error, in units of the
+        compute dtype's roundoff. Raises NoErrorRule for an operation without a rule."""
+        bound = RunningErrorBound()
+        with bound:
+            tensors = self._reference_tensors(example, data, torch.float64, gradients)
+        return {name: bound.deviation(t).numpy() for name, t in tensors.items()}
+
+    def _reference_tensors(
+        self, example, data, dtype, gradients, forward: Forward | None = None
+    ) -> dict[str, torch.Tensor]:
         module = self.reference(example.channels, dtype)
         module.load_state_dict({k: torch.from_numpy(v) for k, v in data.state.items()})
         x = torch.from_numpy(data.x).to(dtype).requires_grad_(gradients)
         with torch.set_grad_enabled(gradients):
             outputs = autodiff.as_tuple(module(x) if forward is None else forward(module, x))
-        results = _named_outputs(outputs, lambda y: y.detach().double().numpy())
+        results = _named_outputs(outputs, lambda y: y.detach())
         if gradients:
             params = dict(module.named_parameters())
             cotangents = [
@@ -148,8 +170,7 @@ class Checker:
             )
             tensors = [x, *params.values()]
             for name, grad, tensor in zip(["input", *params], grads, tensors, strict=True):
-                grad = torch.zeros_like(tensor) if grad is None else grad
-                results[f"grad[{name}]"] = grad.double().numpy()
+                results[f"grad[{name}]"] = torch.zeros_like(tensor) if grad is None else grad
         return results
 
     # -- the port -----------------------------------------------------------------------
@@ -218,15 +239,12 @@ class Checker:
         gradients: bool = True,
         keep: bool = False,
         forward_first: bool = False,
-        always_noise: bool = False,
     ) -> ExampleReport:
         """Compare the port with the reference on one example. ``keep`` keeps the arrays.
 
         ``forward_first`` answers "does the full check fail?" more cheaply when it does:
         a failing forward pass is returned without computing gradients (shrinking a
-        counterexample runs hundreds of failing examples). ``always_noise`` simulates
-        float32 rounding even when the port passes without it, so that every ratio
-        reported is against the full floor (for calibration).
+        counterexample runs hundreds of failing examples).
         """
         gradients = gradients and self.pair.gradients
         if forward_first and gradients:
@@ -238,18 +256,20 @@ class Checker:
         reference = self.run_reference(example, data, self.reference_dtype, gradients)
         port = self.run_port(example, data, gradients)
         _check_shapes(truth, port, self.pair.data_format)
-        comparisons = judge(
+        comparisons, floor = judge(
             truth,
             reference,
             port,
             self.policy,
+            lambda: self.reference_deviations(example, data, gradients),
             lambda: self.run_reference(example, data, torch.float64, gradients),
             seed=example.seed,
-            always_noise=always_noise,
         )
         report = ExampleReport(self.pair.name, example, comparisons)
         if keep:
-            report = replace(report, truth=truth, reference=reference, port=port, x=data.x)
+            report = replace(
+                report, truth=truth, reference=reference, port=port, x=data.x, floor=floor
+            )
         return report
 
 
@@ -258,22 +278,30 @@ def judge(
     reference: Results,
     port: Results,
     policy: TolerancePolicy,
+    deviations: Callable[[], Results],
     rerun_truth: Callable[[], Results],
     *,
     seed: int,
-    always_noise: bool = False,
-) -> list[TensorComparison]:
-    """compare(), with the rounding-noise floor from ROUNDING_NOISE_DRAWS reruns of the
-    float64 reference under simulated float32 rounding. The floor can only rise, so the
-    reruns are paid for only when some tensor fails without them."""
+) -> tuple[list[TensorComparison], dict]:
+    """compare(), with the rounding floor wherever it can matter: when some tensor's ratio
+    without it passes NEAR_LIMIT of the allowed factor, the floor takes in the running
+    error bound of every element (``parity.error_bound``: errors that add up independently,
+    as in long sums that cancel) and ROUNDING_NOISE_DRAWS reruns under simulated rounding
+    (``parity.rounding``: errors that one rounding spreads over many elements, such as a
+    softmax row's normalisation). The floor can only lower a ratio, so every ratio near or
+    past the limit is against the full floor, and the ratio reported is always the one the
+    verdict used. Returns the comparisons and compare()'s floor arguments (for the
+    diagnosis)."""
     comparisons = compare(truth, reference, port, policy)
-    if always_noise or not all(c.passed for c in comparisons):
-        noisy = []
-        for draw in range(ROUNDING_NOISE_DRAWS):
-            with Float32RoundingNoise(seed=seed + draw, relative=policy.unit):
-                noisy.append(rerun_truth())
-        comparisons = compare(truth, reference, port, policy, rounding_noise=noisy)
-    return comparisons
+    if all(c.ratio <= NEAR_LIMIT * policy.factor for c in comparisons):
+        return comparisons, {}
+    floor = {"rounding_noise": []}
+    for draw in range(ROUNDING_NOISE_DRAWS):
+        with Float32RoundingNoise(seed=seed + draw, relative=policy.unit):
+            floor["rounding_noise"].append(rerun_truth())
+    with contextlib.suppress(NoErrorRule):
+        floor["deviations"] = deviations()
+    return compare(truth, reference, port, policy, **floor), floor
 
 
 @contextmanager

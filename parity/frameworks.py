@@ -78,3 +78,10 @@ def looks_legacy(target: str) -> bool:
             return bool(_LEGACY_SOURCE.search(handle.read()))
     except OSError:
         return False
+
+
+def backend_prefix() -> str:
+    """``KERAS_BACKEND=...`` when checks run on a backend other than TensorFlow, so that a
+    replay command runs where its failure happened."""
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    return "" if backend == "tensorflow" else f"KERAS_BACKEND={backend} "

@@ -23,6 +23,7 @@ import torch.nn.functional as F  # noqa: N812 -- PyTorch's convention
 
 from parity import autodiff
 from parity.engine import Checker, ExampleReport, _check_shapes, judge
+from parity.error_bound import RunningErrorBound
 from parity.layout import from_data_format, load_state_dict, to_data_format
 from parity.ports import PortError
 from parity.strategies import Example
@@ -50,9 +51,9 @@ class Optimizer:
 
     def torch(self, parameters):
         if self.name == "sgd":
-            return torch.optim.SGD(parameters, lr=self.learning_rate, momentum=0.9)
+            return torch.optim.SGD(parameters, lr=self.learning_rate, momentum=0.9, foreach=False)
         return torch.optim.Adam(
-            parameters, lr=self.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPSILON
+            parameters, lr=self.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPSILON, foreach=False
         )
 
     def keras(self):
@@ -69,6 +70,11 @@ class Optimizer:
 SGD = Optimizer("sgd", 0.1)
 ADAM = Optimizer("adam", 1e-2)
 OPTIMIZERS = {o.name: o for o in (SGD, ADAM)}
+
+
+def trainable(example: Example) -> bool:
+    """BatchNorm needs two values per channel to train on."""
+    return example.batch * example.height * example.width >= 2
 
 
 def _targets(example: Example, shapes) -> list[np.ndarray]:
@@ -97,6 +103,17 @@ class TrainingChecker:
         self.pair = checker.pair
 
     def run_reference(self, example, data, dtype, optimizer: Optimizer):
+        tensors = self._reference_tensors(example, data, dtype, optimizer)
+        return {name: t.detach().double().numpy() for name, t in tensors.items()}
+
+    def reference_deviations(self, example, data, optimizer: Optimizer):
+        """The running error bound of the training step (see Checker.reference_deviations)."""
+        bound = RunningErrorBound()
+        with bound:
+            tensors = self._reference_tensors(example, data, torch.float64, optimizer)
+        return {name: bound.deviation(t).numpy() for name, t in tensors.items()}
+
+    def _reference_tensors(self, example, data, dtype, optimizer: Optimizer):
         module = self.checker.reference(example.channels, dtype)
         module.load_state_dict({k: torch.from_numpy(v) for k, v in data.state.items()})
         module.train()
@@ -114,11 +131,11 @@ class TrainingChecker:
             step.zero_grad()
             loss.backward()
             step.step()
-            results = {f"output[{i}]": y.detach().double().numpy() for i, y in enumerate(outputs)}
-            results["loss"] = np.asarray([float(loss.detach())])
+            results = {f"output[{i}]": y.detach() for i, y in enumerate(outputs)}
+            results["loss"] = loss.detach().reshape(1)
             for name, value in module.state_dict().items():
                 if value.is_floating_point():
-                    results[f"after[{name}]"] = value.detach().double().numpy()
+                    results[f"after[{name}]"] = value.detach().clone()
             return results
         finally:
             module.eval()
@@ -170,21 +187,19 @@ class TrainingChecker:
             results[f"after[{binding.torch_key}]"] = binding.layout.to_torch(value)
         return results
 
-    def check(
-        self, example: Example, optimizer: Optimizer, *, always_noise: bool = False
-    ) -> ExampleReport:
+    def check(self, example: Example, optimizer: Optimizer) -> ExampleReport:
         data = self.checker.example_data(example)
         truth = self.run_reference(example, data, torch.float64, optimizer)
         reference = self.run_reference(example, data, torch.float32, optimizer)
         port = self.run_port(example, data, optimizer)
         _check_shapes(truth, port, self.pair.data_format)
-        comparisons = judge(
+        comparisons, _ = judge(
             truth,
             reference,
             port,
             self.checker.policy,
+            lambda: self.reference_deviations(example, data, optimizer),
             lambda: self.run_reference(example, data, torch.float64, optimizer),
             seed=example.seed,
-            always_noise=always_noise,
         )
         return ExampleReport(f"{self.pair.name} (training, {optimizer.name})", example, comparisons)

@@ -109,3 +109,40 @@ def test_shape_mismatch_is_an_error_not_a_reshape():
         compare(
             {"output": truth}, {"output": reference}, {"output": reference.transpose(0, 2, 3, 1)}
         )
+
+
+def test_running_error_bound_is_a_floor_per_element():
+    """An element whose bound is large (it came out of cancellation) may err by that much;
+    its neighbours, with small bounds, may not."""
+    truth, _ = tensors()
+    scale = np.abs(truth).max()
+    policy = TolerancePolicy(factor=16.0, floor_ulps=4.0, bound_deviations=4.0)
+    deviations = np.zeros_like(truth)
+    deviations[0, 0, 0, 0] = 1e4  # in eps32: 4 deviations allow 4e4 eps32 * 16
+    port = truth.copy()
+    port[0, 0, 0, 0] += 16 * 4 * 1e4 * EPS32 * 0.9
+    [inside] = compare(
+        {"t": truth}, {"t": truth}, {"t": port}, policy, deviations={"t": deviations}
+    )
+    assert inside.passed and inside.ratio == pytest.approx(16 * 0.9)
+    assert inside.floor == pytest.approx(4 * 1e4 * EPS32 / scale)
+    port[1, 0, 0, 0] += 16 * 4 * 1e4 * EPS32 * 0.9  # the same error where the bound is 0
+    [outside] = compare(
+        {"t": truth}, {"t": truth}, {"t": port}, policy, deviations={"t": deviations}
+    )
+    assert not outside.passed and outside.worst_index == (1, 0, 0, 0)
+    assert outside.mismatched == 1
+
+
+def test_ratio_reported_is_the_worst_element_against_its_own_floor():
+    truth, _ = tensors()
+    scale = np.abs(truth).max()
+    deviations = np.full_like(truth, 1.0)
+    deviations[0, 0, 0, 0] = 1e3
+    port = truth.copy()
+    port[0, 0, 0, 0] += 1e3 * EPS32  # the largest error, on the element allowed the most
+    port[1, 1, 1, 1] += 1e2 * EPS32  # a smaller error, where little is allowed
+    [c] = compare({"t": truth}, {"t": truth}, {"t": port}, deviations={"t": deviations})
+    assert c.worst_index == (1, 1, 1, 1)
+    unit = max(4 * EPS32 * scale, 4 * EPS32 * 1.0)
+    assert c.ratio == pytest.approx(1e2 * EPS32 / unit)

@@ -9,10 +9,10 @@ from hypothesis import given, settings
 
 from parity.assertions import assert_training_parity
 from parity.spec import HEAD
-from parity.training import OPTIMIZERS
+from parity.training import OPTIMIZERS, trainable
 
 # BatchNorm needs two values per channel to train on.
-TRAINING_EXAMPLES = HEAD.examples().filter(lambda e: e.batch * e.height * e.width >= 2)
+TRAINING_EXAMPLES = HEAD.examples().filter(trainable)
 TRAINING_SHARE = 4
 """A training example costs about four evaluation examples: the properties run a quarter of
 the profile's examples (25 in ci, 250 in thorough)."""
