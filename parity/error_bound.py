@@ -1,29 +1,34 @@
-"""A running error bound: how far any faithful float32 computation may land from the truth.
+"""A running error bound: how far a faithful float32 computation may land from the truth.
 
-The float64 reference is run once more while every tensor carries, next to its value, a
-magnitude ``M`` >= 0 such that a float32 computation of the same formula errs by about
-``eps32 * M`` per element (Wilkinson's running error analysis, to first order). The rules:
+The float64 reference is run once more while every tensor carries, next to its value, the
+variance ``V`` of the error that float32 arithmetic would give it, per element, in units of
+eps32**2: a running error analysis (Wilkinson) in its probabilistic form (Higham and Mary,
+"A new approach to probabilistic rounding error analysis", SIAM J. Sci. Comput. 2019):
+roundings are independent, of size up to eps32 times their result, so errors add as
+variances rather than as absolute values (a sum of n rounded terms errs like sqrt(n), not
+n). The rules, to first order:
 
-- a tensor that enters exact (the input, a weight, a cotangent: float32 values) has M = 0;
-- data movement (views, permutes, copies, slices, concatenation) moves M with the values;
-- a rounded elementwise result adds its own size, and carries its operands' M through its
-  derivative: ``M(a * b) = |a*b| + |a| M(b) + M(a) |b|``, ``M(exp a) = |exp a| (1 + M(a))``;
-- a sum of products (a matrix product, a convolution and its gradients, a reduction) adds
-  the sum of the absolute values of its terms, and carries M through both factors:
-  ``M(a @ b) = |a| @ |b| + |a| @ M(b) + M(a) @ |b|``;
-- composite kernels (softmax, log-softmax, batch norm, losses, and their gradients) are run
+- a tensor that enters exact (the input, a weight, a cotangent: float32 values) has V = 0;
+- data movement (views, permutes, copies, slices, selections) moves V with the values;
+- an elementwise result adds its own rounding, ``y**2``, to its operands' V carried through
+  its derivative: ``V(a * b) = (ab)**2 + b**2 V(a) + a**2 V(b)``,
+  ``V(exp a) = exp(a)**2 (1 + V(a))``;
+- a sum of products (a matrix product, a convolution and its gradients, a reduction)
+  carries its operands' V through the other factor squared, ``V(a @ b) = a**2 @ V(b) +
+  V(a) @ b**2 + own``, and adds the rounding of its partial sums (:func:`summation_variance`);
+- composite kernels (softmax, log-softmax, batch norm, losses, and their gradients) run
   through PyTorch's own decompositions into those operations.
 
-So M is large exactly where a tensor comes out of cancellation: the gradient w.r.t.
-``query_conv.bias`` is a sum over positions of terms that cancel (softmax rows sum to one),
-and its float32 error follows the size of the terms, not of the result. Unlike a float32
-run (whose error there depends on the library's summation order, the machine and luck) or a
-random-rounding run (which samples one order), the bound holds for every order up to the
-constant that the tolerance's factor covers. ``parity.compare`` uses ``eps32 * M`` as the
-floor of each element.
+``sqrt(V)`` (:meth:`RunningErrorBound.deviation`) is large exactly where a tensor comes out
+of cancellation: the gradient w.r.t. ``query_conv.bias`` is a sum over positions of terms
+that cancel (softmax rows sum to one), and its float32 error follows the size of the terms,
+not of the result. A float32 run of the reference errs there by the luck of its library's
+summation order on that machine; the bound does not depend on luck. ``parity.compare``
+takes a few deviations of each element as its floor. Errors that one rounding spreads over
+many elements (a softmax row's normalisation, shared by the row) are correlated, which this
+model does not see; ``parity.rounding``'s simulated rounding does, and the floor takes both.
 
-Operations without a rule raise :class:`NoErrorRule`; the caller then falls back to the
-simulated rounding of ``parity.rounding``.
+Operations without a rule raise :class:`NoErrorRule`.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ class NoErrorRule(NotImplementedError):
         self.op = op
 
 
-# Operations that move or select values without rounding them: M moves the same way.
+# Operations that move or select values without rounding them: V moves the same way.
 _MOVES = {
     "alias",
     "as_strided",
@@ -126,7 +131,7 @@ _EXACT_NEW = {
     "_local_scalar_dense",
     "sort",
 }
-# Selections whose result is one of the operands, element by element: M is selected alike.
+# Selections whose result is one of the operands, element by element: V is selected alike.
 _SELECTIONS = {"relu", "abs", "neg", "clamp", "clamp_min", "clamp_max", "maximum", "minimum"}
 
 
@@ -135,12 +140,12 @@ def _is_float(value) -> bool:
 
 
 class RunningErrorBound(TorchDispatchMode):
-    """Within this mode, float64 operations also compute the magnitude M of each result
-    (see module docstring); :meth:`magnitude` reads it for any tensor made inside."""
+    """Within this mode, float64 operations also compute the error variance V of each
+    result (see module docstring); :meth:`deviation` reads it for a tensor made inside."""
 
     def __init__(self):
         super().__init__()
-        self._m = WeakTensorKeyDictionary()
+        self._variances = WeakTensorKeyDictionary()
 
     def deviation(self, tensor: torch.Tensor) -> torch.Tensor:
         """The standard deviation of a float32 computation's error, per element, in units
@@ -148,24 +153,28 @@ class RunningErrorBound(TorchDispatchMode):
         return self.variance(tensor).sqrt()
 
     def variance(self, tensor: torch.Tensor) -> torch.Tensor:
-        found = self._m.get(tensor)
+        found = self._variances.get(tensor)
         if found is None:
             return torch.zeros(tensor.shape, dtype=torch.float64)
         return found.expand(tensor.shape) if found.shape != tensor.shape else found
 
     # -- helpers ----------------------------------------------------------------------------
     def _of(self, value):
-        """M of an operand (0 for a scalar or an exact tensor), detached from any mode."""
+        """V of an operand: 0 for a scalar or an exact tensor."""
         if _is_float(value):
-            found = self._m.get(value)
+            found = self._variances.get(value)
             return found if found is not None else torch.zeros_like(value)
         return 0.0
 
-    def _set(self, out, magnitude):
-        if _is_float(out) and magnitude is not None:
-            if isinstance(magnitude, torch.Tensor) and magnitude.shape != out.shape:
-                magnitude = magnitude.expand(out.shape)
-            self._m[out] = magnitude
+    def _carried(self, value):
+        """V of an operand as a tensor of the operand's shape."""
+        return self._of(value) + 0 * value
+
+    def _set(self, out, variance):
+        if _is_float(out) and variance is not None:
+            if isinstance(variance, torch.Tensor) and variance.shape != out.shape:
+                variance = variance.expand(out.shape)
+            self._variances[out] = variance
 
     # -- the rules (V: the variance of a result's error, in units of eps32**2) -------------
     def _pointwise(self, name, args, kwargs, out):
@@ -231,7 +240,7 @@ class RunningErrorBound(TorchDispatchMode):
             dims = args[1] if len(args) > 1 else kwargs.get("dim")
             keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
             dims = list(range(a.dim())) if dims is None or len(dims) == 0 else dims
-            carried = self._of(a) + 0 * a
+            carried = self._carried(a)
             variance = carried.sum(dim=dims, keepdim=keepdim)
             length = max(a.numel(), 1) // max(out.numel(), 1)
             squares = (a * a).sum(dim=dims, keepdim=keepdim)
@@ -244,7 +253,7 @@ class RunningErrorBound(TorchDispatchMode):
             dims = args[1] if len(args) > 1 else kwargs.get("dim", [])
             keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
             dims = list(range(a.dim())) if len(dims) == 0 else dims
-            return torch.amax(self._of(a) + 0 * a, dim=dims, keepdim=keepdim)
+            return torch.amax(self._carried(a), dim=dims, keepdim=keepdim)
         return None
 
     def _products(self, func, args, kwargs, positions, length, adjust=lambda a: a, feeds=None):
@@ -261,10 +270,10 @@ class RunningErrorBound(TorchDispatchMode):
                 for t, n in zip(_leaves(func(*adjust(squares), **kwargs)), length, strict=True)
             ]
             for i in positions:
-                if self._m.get(args[i]) is None:  # exact: nothing to carry
+                if self._variances.get(args[i]) is None:  # exact: nothing to carry
                     continue
                 carried = list(squares)
-                carried[i] = self._of(args[i]) + 0 * args[i]
+                carried[i] = self._carried(args[i])
                 for k, part in enumerate(_leaves(func(*adjust(carried), **kwargs))):
                     if part is not None and (feeds is None or k in feeds[i]):
                         total[k] = total[k] + part
@@ -298,7 +307,7 @@ class RunningErrorBound(TorchDispatchMode):
             if mask[2]:
                 g = args[0]
                 dims = [0, *range(2, g.dim())]
-                carried = (self._of(g) + 0 * g).sum(dim=dims)
+                carried = (self._carried(g)).sum(dim=dims)
                 squares = (g * g).sum(dim=dims)
                 results[2] = carried + summation_variance(squares, g.numel() // g.shape[1])
             return tuple(results)
@@ -317,7 +326,7 @@ class RunningErrorBound(TorchDispatchMode):
         name = func.overloadpacket.__name__
         inplace = name.endswith("_") and not name.startswith("_")
         base = name[:-1] if inplace else name
-        if base in ("copy",):  # copy_(self, src): self takes src's values and M
+        if base == "copy":  # copy_(self, src): self takes src's values and V
             out = func(*args, **kwargs)
             self._set(out, self._of(args[1]) + 0 * out)
             return out
@@ -329,26 +338,26 @@ class RunningErrorBound(TorchDispatchMode):
         if base in _MOVES or _is_view(func):
             out = func(*args, **kwargs)
             moved = func(
-                *tree_map(lambda v: self._of(v) + 0 * v if _is_float(v) else v, args), **kwargs
+                *tree_map(lambda v: self._carried(v) if _is_float(v) else v, args), **kwargs
             )
             for o, mo in zip(_leaves(out), _leaves(moved), strict=True):
                 self._set(o, mo)
             return out
         if base in ("mm", "bmm", "convolution", "convolution_backward", "addmm", "baddbmm"):
             out = func(*args, **kwargs)
-            magnitude = self._linear_algebra(func, base, args, kwargs)
+            variance = self._linear_algebra(func, base, args, kwargs)
             if isinstance(out, tuple):
-                for o, mo in zip(out, magnitude, strict=True):
-                    self._set(o, mo)
+                for o, vo in zip(out, variance, strict=True):
+                    self._set(o, vo)
             else:
-                self._set(out, magnitude)
+                self._set(out, variance)
             return out
         if base in ("max", "min") and len(args) > 1 and isinstance(args[1], int):
             values, indices = func(*args, **kwargs)  # max.dim: values and where they are
             dim = args[1]
             keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
             idx = indices if keepdim else indices.unsqueeze(dim)
-            picked = torch.gather(self._of(args[0]) + 0 * args[0], dim, idx)
+            picked = torch.gather(self._carried(args[0]), dim, idx)
             self._set(values, picked if keepdim else picked.squeeze(dim))
             return values, indices
         if base in ("sum", "mean", "amax", "amin"):
@@ -358,16 +367,16 @@ class RunningErrorBound(TorchDispatchMode):
         operands = args
         if inplace:  # the rule reads the operands before the update
             saved = args[0].clone()
-            saved_m = self._of(args[0]).clone()
+            saved_variance = self._of(args[0]).clone()
             out = func(*args, **kwargs)
-            self._m[saved] = saved_m
+            self._variances[saved] = saved_variance
             operands = (saved, *args[1:])
         else:
             out = func(*args, **kwargs)
         if _is_float(out):
-            magnitude = self._pointwise(base, operands, kwargs, out)
-            if magnitude is not None:
-                self._set(out, magnitude)
+            variance = self._pointwise(base, operands, kwargs, out)
+            if variance is not None:
+                self._set(out, variance)
                 return out
         decomposition = decomposition_table.get(func)
         with self:
@@ -378,7 +387,7 @@ class RunningErrorBound(TorchDispatchMode):
         if result is NotImplemented:
             raise NoErrorRule(str(func))
         # The decomposition computed the same values in float64, up to rounding: keep the
-        # kernel's values, take the decomposition's magnitudes.
+        # kernel's values, take the decomposition's variances.
         for o, r in zip(_leaves(out), _leaves(result), strict=True):
             if _is_float(r):
                 self._set(o, self.variance(r))
