@@ -54,7 +54,7 @@ class TolerancePolicy:
     factor: float = 16.0
     floor_ulps: float = 4.0
     unit: float = EPS32
-    bound_deviations: float = 4.0
+    bound_deviations: float = 2.0
 
     @property
     def floor(self) -> float:

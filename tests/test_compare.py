@@ -116,7 +116,7 @@ def test_running_error_bound_is_a_floor_per_element():
     its neighbours, with small bounds, may not."""
     truth, _ = tensors()
     scale = np.abs(truth).max()
-    policy = TolerancePolicy(factor=16.0, floor_ulps=4.0, bound_deviations=4.0)
+    policy = TolerancePolicy(factor=16.0, floor_ulps=4.0, bound_deviations=4.0)  # explicit
     deviations = np.zeros_like(truth)
     deviations[0, 0, 0, 0] = 1e4  # in eps32: 4 deviations allow 4e4 eps32 * 16
     port = truth.copy()
