@@ -113,6 +113,31 @@ def _scales(truth: Mapping[str, np.ndarray]) -> dict[str, float]:
     return scales
 
 
+def _noise(true: np.ndarray, rounding_noise, name: str, scale: float) -> float:
+    """e_noise: the largest relative distance of the noisy runs from the truth."""
+    moved = [
+        float(np.max(np.abs(np.asarray(noisy[name], dtype=np.float64) - true), initial=0.0))
+        for noisy in rounding_noise
+    ]
+    return _relative(max(moved, default=0.0), scale)
+
+
+def floor_arguments(truth: Mapping[str, np.ndarray], floor: Mapping) -> dict:
+    """compare()'s floor arguments of one example, made portable to another truth (the
+    diagnosis' variants of the reference): the running error bound as it is, the noisy
+    runs as the relative floors they gave against their own truth."""
+    portable = {}
+    if "deviations" in floor:
+        portable["deviations"] = floor["deviations"]
+    if floor.get("rounding_noise"):
+        scales = _scales(truth)
+        portable["floors"] = {
+            name: _noise(np.asarray(true, np.float64), floor["rounding_noise"], name, scales[name])
+            for name, true in truth.items()
+        }
+    return portable
+
+
 def _relative(error: float, scale: float) -> float:
     if scale > 0:
         return error / scale
@@ -153,9 +178,7 @@ def compare(
             port_diff = np.where(np.isfinite(got), port_diff, np.inf)
         e_ref = _relative(float(np.max(np.abs(ref - true), initial=0.0)), scale)
         e_floor = max(policy.floor, (floors or {}).get(name, 0.0))
-        for noisy in rounding_noise:
-            moved = np.abs(np.asarray(noisy[name], dtype=np.float64) - true)
-            e_floor = max(e_floor, _relative(float(np.max(moved, initial=0.0)), scale))
+        e_floor = max(e_floor, _noise(true, rounding_noise, name, scale))
         # What the port may err by, per element, in units of the factor: the reference's
         # own error, the floor, and the element's running error bound.
         unit_error = np.full(true.shape, max(e_ref, e_floor) * scale)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from parity.compare import compare
+from parity.compare import compare, floor_arguments
 from parity.engine import Checker, ExampleData, ExampleReport
 from parity.layout import CONV_KERNEL, Binding, Layout
 from parity.ports import PortError
@@ -113,7 +113,8 @@ class Diagnoser:
     def _residual(self, report: ExampleReport, truth, reference, port) -> tuple[bool, float]:
         # The floor of the example checked (the variant's truth differs little where the
         # variant explains the failure, which is what this asks).
-        comparisons = compare(truth, reference, port, self.policy, **(report.floor or {}))
+        floor = floor_arguments(report.truth, report.floor or {})
+        comparisons = compare(truth, reference, port, self.policy, **floor)
         return all(c.passed for c in comparisons), max(c.ratio for c in comparisons)
 
     def _variant(self, report, data, variant):
