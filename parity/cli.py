@@ -107,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--train",
         choices=["sgd", "adam"],
-        help="check one training step instead (BatchNorm on batch statistics, then this "
-        "optimizer's step; modules with BatchNorm: head)",
+        help="check one training step instead: training mode (BatchNorm on batch "
+        "statistics), a cross-entropy on the outputs, then this optimizer's step",
     )
     check.add_argument(
         "--legacy-keras",

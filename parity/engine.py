@@ -28,13 +28,14 @@ PRECISIONS = {"float32": "float32", "float16": "mixed_float16", "bfloat16": "mix
 """Compute dtype -> the Keras dtype policy the port is built under (weights stay float32)."""
 
 ROUNDING_NOISE_DRAWS = 3
-"""Simulated float32 runs per example, for a reference the running error bound has no rule
-for. One draw of random rounding lands near the truth by chance now and then (a
-one-element tensor such as grad[gamma] is a single draw): the floor takes the largest."""
+"""Simulated float32 runs per example. One draw of random rounding lands near the truth by
+chance now and then (a one-element tensor such as grad[gamma] is a single draw): the floor
+takes the largest of three."""
 
 NEAR_LIMIT = 0.25
 """Share of the allowed factor past which a tensor's ratio is taken against the full floor
-(the running error bound costs about as much as the rest of an example)."""
+(its running error bound and simulated rounding cost about as much as the rest of an
+example)."""
 
 Results = dict[str, np.ndarray]
 Forward = Callable[[torch.nn.Module, torch.Tensor], object]
@@ -72,7 +73,7 @@ class ExampleReport:
     reference: Results | None = None
     port: Results | None = None
     x: np.ndarray | None = None  # the input, NCHW
-    floor: dict | None = None  # compare()'s floor arguments (see rounding_floor)
+    floor: dict | None = None  # compare()'s floor arguments (see judge)
 
     @property
     def passed(self) -> bool:

@@ -50,6 +50,8 @@ class Optimizer:
     learning_rate: float
 
     def torch(self, parameters):
+        # foreach=False: one parameter at a time, in the plain operations the running
+        # error bound has rules for (the same arithmetic as the fused multi-tensor kernels).
         if self.name == "sgd":
             return torch.optim.SGD(parameters, lr=self.learning_rate, momentum=0.9, foreach=False)
         return torch.optim.Adam(
