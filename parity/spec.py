@@ -98,6 +98,12 @@ class ModulePair:
     variants: tuple = ()
     origin: str = ""  # command-line flags that select this port, for replay commands
 
+    def __repr__(self) -> str:  # short, for pytest's and Hypothesis' failure reports
+        return f"ModulePair({self.name!r}{', ' + repr(self.origin) if self.origin else ''})"
+
+    def _repr_pretty_(self, printer, cycle) -> None:  # Hypothesis prints dataclasses field by field
+        printer.text(repr(self))
+
     def examples(self):
         """The Hypothesis strategy of this pair's examples."""
         if self.strategy is not None:

@@ -217,7 +217,8 @@ def test_unwritable_report_directory_is_exit_2(workdir, capsys):
 
 
 def test_pytest_runs_the_whole_property_suite_against_a_port():
-    """``pytest --port`` swaps the port under the project's own parity properties."""
+    """``pytest --parity-port`` swaps the port under the project's own parity properties
+    (they run once: from tests/test_parity.py, not added a second time by the plugin)."""
     import subprocess
     import sys
 
@@ -232,7 +233,7 @@ def test_pytest_runs_the_whole_property_suite_against_a_port():
             "tests/test_parity.py",
             "-k",
             "outputs",
-            "--port",
+            "--parity-port",
             f"{PORTS}:PAMSoftmaxWrongAxis",
             "--hypothesis-profile",
             "ci",

@@ -17,7 +17,7 @@ from parity.assertions import assert_report
 from parity.engine import Checker
 from parity.spec import CAM, HEAD, PAM
 from parity.strategies import Example
-from tests.test_parity import PAM_CHUNKED
+from parity.properties import PAM_CHUNKED
 
 MODES = autodiff.MODES[keras.backend.backend()]
 
