@@ -546,11 +546,12 @@ def _write_report(pair, args, report_dir, outcome, diagnosis, checker) -> Path:
     example_report = outcome.report
     if example_report is None and outcome.passed and outcome.worst_example is not None:
         example_report = checker.check(outcome.worst_example, keep=True)
-    pictures = []
+    pictures, drawn = [], None
     if example_report is not None and example_report.truth is not None:
+        drawn = _picture_report(checker, outcome) or example_report
         verdict = "pass" if outcome.passed else "FAIL"
-        title = f"{pair.name} {verdict} on {example_report.example.to_text()}"
-        pictures = reporting.draw_pictures(example_report, directory, title, residual=pair.residual)
+        title = f"{pair.name} {verdict} on {drawn.example.to_text()}"
+        pictures = reporting.draw_pictures(drawn, directory, title, residual=pair.residual)
     weight_map = {}
     try:
         example = outcome.counterexample or outcome.worst_example
@@ -581,8 +582,45 @@ def _write_report(pair, args, report_dir, outcome, diagnosis, checker) -> Path:
         error=outcome.failure or None,
         weight_map=weight_map,
         pictures=pictures,
+        worst_example=counterexample or outcome.worst_example,
+        drawn=drawn,
     )
     return reporting.write_json(report, directory)
+
+
+PICTURE_SIDES = (9, 12)
+"""H != W, both above 8, H*W off multiples of 8: room for a scramble of positions to show.
+A minimal counterexample (1x2 pixels) shows nothing."""
+
+PICTURE_SCALES = (None, 0.1, 1.0, 3.0)  # None: the scale of the example found
+
+
+def _picture_report(checker, outcome: Outcome):
+    """The example the pictures show: at batch 2 and PICTURE_SIDES, with the found
+    example's scale and seed first, then a few others. Failing: the first of them that
+    fails too; passing: the worst of them. None when none qualifies (the pictures then show
+    the example found itself)."""
+    from parity.ports import PortError
+    from parity.strategies import Example
+
+    found = outcome.worst_example if outcome.passed else outcome.counterexample
+    if found is None:
+        return None
+    pair = checker.pair
+    channels = min(max(16, pair.min_channels), pair.max_channels)
+    reports = []
+    for i, scale in enumerate(PICTURE_SCALES):
+        example = Example(2, channels, *PICTURE_SIDES, scale or found.scale, found.seed + i)
+        try:
+            report = checker.check(example, keep=True)
+        except PortError:
+            continue
+        if not outcome.passed and not report.passed:
+            return report
+        reports.append(report)
+    if outcome.passed and reports:
+        return max(reports, key=lambda r: r.worst().ratio)
+    return None
 
 
 # -- legacy tf.keras ------------------------------------------------------------------------------
