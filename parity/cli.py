@@ -194,8 +194,7 @@ def _check_shape_fits(module: str, shape: tuple[int, int, int, int], option: str
     text = ",".join(map(str, shape))
     if size is not None and shape[1] < size.min_channels:
         raise UsageError(
-            f"{option} {text}: {module} needs at least {size.min_channels} channels, "
-            f"got {shape[1]}"
+            f"{option} {text}: {module} needs at least {size.min_channels} channels, got {shape[1]}"
         )
     try:
         check_fits(module, shape)
@@ -462,8 +461,7 @@ def _table(outcome: Outcome, policy) -> str:
     passed = f"{outcome.examples_run} example{'s' if outcome.examples_run != 1 else ''} passed"
     if outcome.counterexample is not None:
         passed += (
-            ", then one failed; per tensor, the worst over those and the minimal "
-            "counterexample"
+            ", then one failed; per tensor, the worst over those and the minimal counterexample"
         )
     rows = [
         f"{outcome.module}: {passed}; a tensor passes when its error against float64 truth is "

@@ -48,8 +48,7 @@ def pytest_addoption(parser):
         type=int,
         default=None,
         metavar="N",
-        help="examples per property (default: the Hypothesis profile's; env "
-        "DANET_PARITY_EXAMPLES)",
+        help="examples per property (default: the Hypothesis profile's; env DANET_PARITY_EXAMPLES)",
     )
 
 

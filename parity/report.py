@@ -178,8 +178,7 @@ SCHEMA = {
                     },
                 },
             ],
-            "description": "the example the pictures show: readable (batch 2, 9x12) where "
-            "possible",
+            "description": "the example the pictures show: readable (batch 2, 9x12) where possible",
         },
     },
 }

@@ -18,7 +18,7 @@ def pam_that_forgets_to_return(channels):
         attention = ops.softmax(ops.reshape(energy, (-1, height * width, height * width)))
         values = ops.reshape(value, (-1, height * width, channels))
         out = ops.einsum("bnm,bmc->bnc", attention, values)
-        out = ops.reshape(out, (-1, height, width, channels)) + x  # noqa: F841 -- no return
+        out = ops.reshape(out, (-1, height, width, channels)) + x
 
     return pam
 

@@ -170,7 +170,7 @@ def test_ctrl_c_in_process_is_one_line_and_130(monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "run_module", interrupted)
-    status, out, err = run_cli(["check", "cam", "--examples", "3"], capsys)
+    status, _, err = run_cli(["check", "cam", "--examples", "3"], capsys)
     assert status == 130
     assert err.strip() == "parity: interrupted"
 
@@ -189,7 +189,7 @@ def test_ctrl_c_during_a_check_is_one_line_and_130(tmp_path):
     )
     time.sleep(6)
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
+    _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err[-2000:]
     assert err.strip() == "parity: interrupted"
     assert list(tmp_path.iterdir()) == []

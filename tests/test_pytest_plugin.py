@@ -19,7 +19,7 @@ SHIPPED = ("pyproject.toml", "README.md", "LICENSE", "parity", "impl_keras", "re
 
 # A PAM written as a function, line by line from the PyTorch code: the (B, C, N) reshapes
 # are applied to channels-last tensors, so channels and positions are scrambled.
-BUGGY_PORT = '''
+BUGGY_PORT = """
 from keras import layers, ops
 
 
@@ -46,9 +46,9 @@ def make_pam(channels):
         return gamma(ops.reshape(out, (-1, height, width, c))) + x
 
     return pam
-'''
+"""
 
-FAITHFUL_PORT = '''
+FAITHFUL_PORT = """
 import keras
 from keras import layers, ops
 
@@ -73,15 +73,15 @@ class PositionAttention(layers.Layer):
 
 def make_pam(channels):
     return PositionAttention()
-'''
+"""
 
-THREE_LINE_TEST = '''
+THREE_LINE_TEST = """
 from parity.properties import check_port
 
 
 def test_our_pam_matches_danet():
     check_port("good_port:make_pam", examples=5)
-'''
+"""
 
 
 def _run(argv, **kwargs):
@@ -134,8 +134,10 @@ def test_plugin_runs_the_properties_against_a_port_from_an_installed_wheel(tmp_p
     assert "parity.pytest_plugin" in where
 
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
-        + ["--parity-port", "my_port:make_pam", "--parity-examples", "5"],
+        [
+            *(sys.executable, "-m", "pytest", "-p", "no:cacheprovider"),
+            *("--parity-port", "my_port:make_pam", "--parity-examples", "5"),
+        ],
         cwd=repo,
         env=env,
         capture_output=True,

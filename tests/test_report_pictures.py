@@ -40,7 +40,7 @@ def test_every_panel_has_its_own_colour_range_and_errors_start_at_zero(tmp_path,
     monkeypatch.setattr(Axes, "imshow", recording)
     files = draw_pictures(report, tmp_path, "test", residual=True)
     assert files == ["error_map.png", "channel_errors.png", "side_by_side.png"]
-    (error_map, error_options), *panels = drawn
+    (_, error_options), *panels = drawn
     assert error_options["vmin"] == 0
     (reference, reference_options), (shown_port, port_options), (_, difference_options) = panels
     assert reference_options["vmax"] == pytest.approx(reference.max())
@@ -53,7 +53,8 @@ def test_a_planted_layout_bug_is_drawn_on_a_readable_example(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     port = "tests.power.ports:PAMReadsNHWCAsNCHW"
     status, out, _ = run_cli(
-        ["check", "pam", "--port", port, "--examples", "10", "--report", "report"], capsys
+        ["check", "pam", "--port", port, "--example", "1,8,1,2,1.0,0", "--report", "report"],
+        capsys,
     )
     assert status == 1, out
     report = json.loads((tmp_path / "report" / "pam" / "report.json").read_text())
