@@ -2,7 +2,8 @@
 
 Exit status: 0 parity holds; 1 the port fails (a counterexample, a crash, or weights that
 cannot be mapped); 2 the check could not run (bad arguments, a port that cannot be
-imported, a factory that raises).
+imported, a factory that raises, an output that cannot be written: one line, nothing
+written); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations

@@ -152,7 +152,10 @@ def test_report_of_a_failure_has_pictures_and_a_replay(workdir, capsys):
     port = f"{PORTS}:PAMFlattensColumnMajor"
     run(["check", "pam", "--port", port, "--examples", "20", "--report", "report"], capsys)
     report = load_report(workdir / "report", "pam")
-    assert report["pictures"] == ["error_map.png", "channel_errors.png", "side_by_side.png"]
+    assert report["pictures"][:3] == ["error_map.png", "channel_errors.png", "side_by_side.png"]
+    drawn = report["pictures_of"]
+    worst_drawn_apart = drawn["worst_tensor"] != drawn["activation"]
+    assert ("worst_tensor.png" in report["pictures"]) == worst_drawn_apart
     for picture in report["pictures"]:
         assert (workdir / "report" / "pam" / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report["replay"].startswith(f"parity check pam --port {port} --example ")
