@@ -23,7 +23,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-from parity.quiet import import_keras_quietly, native_stderr_silenced  # noqa: E402
+from parity.quiet import import_keras_quietly  # noqa: E402
 
 import_keras_quietly()
 
@@ -44,42 +44,14 @@ _default = "ci" if os.environ.get("CI", "").lower() in ("1", "true", "yes") else
 settings.load_profile(os.environ.get("DANET_PARITY_PROFILE", _default))
 
 
-def pytest_addoption(parser):
-    group = parser.getgroup("danet-parity", "checking your own port")
-    group.addoption(
-        "--port",
-        default=os.environ.get("DANET_PARITY_PORT"),
-        metavar="[pam=|cam=]MODULE:FACTORY",
-        help="run the parity properties against this port instead of the bundled one "
-        "(env DANET_PARITY_PORT); the module is detected when not named",
-    )
-    group.addoption(
-        "--weight-map",
-        default=os.environ.get("DANET_PARITY_WEIGHT_MAP"),
-        metavar="FILE.json",
-        help="reference parameter -> port weight path for --port (env DANET_PARITY_WEIGHT_MAP)",
-    )
-    group.addoption(
-        "--port-data-format",
-        default=os.environ.get("DANET_PARITY_DATA_FORMAT"),
-        choices=["channels_last", "channels_first"],
-        help="the layout --port reads and writes (env DANET_PARITY_DATA_FORMAT)",
-    )
+# The plugin users install (options --parity-port, ..., the header, the properties); loaded
+# here too where the installed package predates it. Registered once either way: pytest skips
+# a plugin already loaded under this name from the entry point.
+pytest_plugins = ["parity.pytest_plugin"]
 
 
 def pytest_report_header(config):
-    import keras
-
-    with native_stderr_silenced():  # not imported yet on the other Keras backends
-        import tensorflow as tf
-
-    return [
-        f"danet-parity: hypothesis profile {settings.get_current_profile_name()!r}, "
-        f"{settings().max_examples} examples per property, derandomize={settings().derandomize}",
-        f"danet-parity: torch {torch.__version__}, tensorflow {tf.__version__}, "
-        f"keras {keras.__version__} (backend {keras.backend.backend()}), {THREADS} threads",
-        f"danet-parity: port under test: {config.getoption('port') or 'bundled (impl_keras)'}",
-    ]
+    return [f"danet-parity: {THREADS} threads per framework"]
 
 
 @pytest.fixture(autouse=True, scope="module")

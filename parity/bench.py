@@ -19,13 +19,15 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from parity.sizes import BUILTIN_SIZES
+
 SHAPES = {
     "pam": [(1, 512, 64, 64), (1, 512, 96, 96), (4, 512, 32, 32)],
     "cam": [(1, 512, 64, 64), (1, 512, 96, 96), (4, 512, 32, 32)],
     "head": [(1, 2048, 64, 64), (1, 2048, 96, 96), (4, 2048, 32, 32)],
 }
 # PAM's query and key have C // 8 channels; the head's attention runs on C // 4.
-MIN_CHANNELS = {"pam": 8, "cam": 1, "head": 32}
+MIN_CHANNELS = {name: size.min_channels for name, size in BUILTIN_SIZES.items()}
 HEAD_CLASSES = 19  # Cityscapes, as in DANet
 KERAS_MODES = ("eager", "function", "xla")
 

@@ -128,12 +128,20 @@ def _tensors(loaded, path) -> dict[str, np.ndarray]:
 # -- building the Keras side --------------------------------------------------------------------
 
 
-def _shape(state, key, path) -> tuple[int, ...]:
+def _size(state, key, path, axis: int) -> int:
+    """The layer's size read off a kernel: axis ``axis`` of ``state[key]``, refused when that
+    key is missing or is not a kernel (a 1-D tensor under a kernel's name)."""
     if key not in state:
         raise CheckpointError(
             f"{path} has no {key!r}, which tells the layer's size (wrong --module or --prefix?)"
         )
-    return tuple(state[key].shape)
+    shape = tuple(state[key].shape)
+    if len(shape) != 4:
+        raise CheckpointError(
+            f"{path}: {key!r} has shape {shape}, not a convolution kernel (out, in, kH, kW), "
+            "so it cannot tell the layer's size"
+        )
+    return shape[axis]
 
 
 def keras_layer(module: str, *, in_channels: int, out_channels: int | None = None):
@@ -151,11 +159,11 @@ def keras_layer(module: str, *, in_channels: int, out_channels: int | None = Non
 
 def _layer_for_state(module, state, prefix, path):
     if module == "head":
-        in_channels = _shape(state, prefix + "conv5a.0.weight", path)[1]
-        out_channels = _shape(state, prefix + "conv6.1.weight", path)[0]
+        in_channels = _size(state, prefix + "conv5a.0.weight", path, 1)
+        out_channels = _size(state, prefix + "conv6.1.weight", path, 0)
         return keras_layer("head", in_channels=in_channels, out_channels=out_channels)
     if module == "pam":
-        return keras_layer("pam", in_channels=_shape(state, prefix + "value_conv.weight", path)[0])
+        return keras_layer("pam", in_channels=_size(state, prefix + "value_conv.weight", path, 0))
     return keras_layer("cam", in_channels=CAM_NOMINAL_CHANNELS)
 
 

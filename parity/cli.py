@@ -2,7 +2,8 @@
 
 Exit status: 0 parity holds; 1 the port fails (a counterexample, a crash, or weights that
 cannot be mapped); 2 the check could not run (bad arguments, a port that cannot be
-imported, a factory that raises).
+imported, a factory that raises, an output that cannot be written: one line, nothing
+written); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -19,8 +22,14 @@ from pathlib import Path
 
 from parity.frameworks import LEGACY_ENV, backend_prefix, legacy_keras_enabled, looks_legacy
 from parity.quiet import import_keras_quietly
+from parity.sizes import BUILTIN_SIZES, TooLarge, check_fits
+from parity.writable import NotWritable, check_directory, check_file
+
+# No module-level import of TensorFlow, PyTorch or Keras: a usage error is answered without
+# them (they take 10-20 s to import).
 
 EXIT_PARITY, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
 class UsageError(Exception):
@@ -58,11 +67,28 @@ def _example(text: str):
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("danet-parity")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line (no usage block): a CI log shows the line that matters."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="parity",
         description="Prove that a Keras port computes what its PyTorch reference computes.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser(
         "check",
@@ -166,6 +192,75 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# -- arguments checked before any framework is imported --------------------------------------
+
+
+def _check_shape_fits(module: str, shape: tuple[int, int, int, int], option: str) -> None:
+    """A bundled module's smallest channel count, and whether its attention fits in memory."""
+    size = BUILTIN_SIZES.get(module)
+    text = ",".join(map(str, shape))
+    if size is not None and shape[1] < size.min_channels:
+        raise UsageError(
+            f"{option} {text}: {module} needs at least {size.min_channels} channels, got {shape[1]}"
+        )
+    try:
+        check_fits(module, shape)
+    except TooLarge as error:
+        raise UsageError(f"{option}: {error}") from None
+
+
+def _check_module_names(names: list[str]) -> None:
+    unknown = [name for name in names if name not in BUILTIN_SIZES]
+    if unknown:
+        raise UsageError(f"unknown module {unknown[0]!r}; expected one of {sorted(BUILTIN_SIZES)}")
+
+
+def validate_check(args) -> None:
+    """What ``parity check`` can tell from its arguments alone (a --spec pair's own limits
+    are checked once it is imported: check_pairs)."""
+    if args.spec and args.modules:
+        raise UsageError("give either --spec or module names, not both")
+    modules = [] if args.spec else (args.modules or list(BUILTIN_SIZES))
+    _check_module_names(modules)
+    if args.example is not None:
+        for module in modules:
+            _check_shape_fits(module, args.example.shape, "--example")
+    if args.report is not None:
+        check_directory(args.report, "--report")
+        for module in modules:
+            check_directory(Path(args.report) / module, "--report")
+
+
+def check_pairs(args, pairs) -> None:
+    """The same for the pairs themselves, before any example runs."""
+    for pair in pairs:
+        if args.example is not None and args.example.channels < pair.min_channels:
+            raise UsageError(
+                f"--example {args.example.to_text()}: {pair.name} needs at least "
+                f"{pair.min_channels} channels, got {args.example.channels}"
+            )
+        if args.report is not None:
+            check_directory(Path(args.report) / pair.name, "--report")
+
+
+def validate_bench(args) -> None:
+    _check_module_names(args.modules)
+    for module in args.modules or list(BUILTIN_SIZES):
+        for shape in args.shape or []:
+            _check_shape_fits(module, shape, "--shape")
+    if args.json:
+        check_file(args.json, "--json")
+    if args.plot:
+        check_file(args.plot, "--plot")
+
+
+def validate_convert(args) -> None:
+    check_file(args.target, "OUT", may_create_parents=True)
+
+
+VALIDATORS = {"check": validate_check, "bench": validate_bench, "convert": validate_convert}
+
+
 # -- what to check -----------------------------------------------------------------------------
 
 
@@ -200,24 +295,9 @@ def _pairs(args) -> list:
     try:
         factory = load_factory(args.port)
         weight_map = read_weight_map(args.weight_map) if args.weight_map else None
+        return [with_port(pairs[0], factory, weight_map=weight_map, data_format=args.data_format)]
     except (PortLoadError, WeightMapError) as error:
         raise UsageError(str(error)) from None
-    return [with_port(pairs[0], factory, weight_map=weight_map, data_format=args.data_format)]
-
-
-def _report_directory(args) -> Path | None:
-    if args.report is None:
-        return None
-    directory = Path(args.report)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(
-            f"cannot write the report directory {args.report}: {error.strerror}"
-        ) from None
-    if not os.access(directory, os.W_OK):
-        raise UsageError(f"cannot write the report directory {args.report}: permission denied")
-    return directory
 
 
 def replay_command(args, module: str, example) -> str:
@@ -256,12 +336,16 @@ class Outcome:
         return self.counterexample is None and not self.failure
 
     def add(self, report):
+        """A passing example."""
         self.examples_run += 1
-        for c in report.comparisons:
-            if c.name not in self.worst or c.ratio > self.worst[c.name].ratio:
-                self.worst[c.name] = c
+        self.tally(report.comparisons)
         if report.worst().ratio > self.worst_ratio:
             self.worst_ratio, self.worst_example = report.worst().ratio, report.example
+
+    def tally(self, comparisons):
+        for c in comparisons:
+            if c.name not in self.worst or c.ratio > self.worst[c.name].ratio:
+                self.worst[c.name] = c
 
 
 class Progress:
@@ -323,6 +407,7 @@ def _check_examples(pair, args, outcome: Outcome, progress: Progress):
             return checker.check(example, forward_first=forward_first)
 
     def check(example):
+        INTERRUPTS.check()
         try:
             report = run(example, bool(failed))
         except PortError as error:
@@ -335,8 +420,7 @@ def _check_examples(pair, args, outcome: Outcome, progress: Progress):
     if args.example is not None:
         try:
             outcome.add(check(args.example))
-        except ParityFailure as failure:
-            outcome.add(failure.report)
+        except ParityFailure:
             outcome.counterexample = args.example
         except PortError as error:
             outcome.counterexample, outcome.failure = args.example, str(error)
@@ -359,20 +443,19 @@ def _check_examples(pair, args, outcome: Outcome, progress: Progress):
         if not failed:
             progress.tick()
         try:
-            outcome.add(check(example))
+            report = check(example)
         except (ParityFailure, PortError):
             if not failed:
                 failed.append(True)
                 progress.shrinking()
             raise
+        if not failed:  # the examples passed while shrinking are not the run's
+            outcome.add(report)
 
     try:
         parity_property()
     except ParityFailure as failure:
         outcome.counterexample = failure.report.example
-        for c in failure.report.comparisons:
-            if c.name not in outcome.worst or c.ratio > outcome.worst[c.name].ratio:
-                outcome.worst[c.name] = c
     except PortError as error:
         outcome.counterexample, outcome.failure = getattr(error, "example", None), str(error)
 
@@ -398,10 +481,14 @@ def _preflight(checker, outcome: Outcome) -> None:
 
 
 def _table(outcome: Outcome, policy) -> str:
+    passed = f"{outcome.examples_run} example{'s' if outcome.examples_run != 1 else ''} passed"
+    if outcome.counterexample is not None:
+        passed += (
+            ", then one failed; per tensor, the worst over those and the minimal counterexample"
+        )
     rows = [
-        f"{outcome.module}: {outcome.examples_run} examples passed; a tensor passes when its error "
-        f"against float64 truth is at most {policy.factor:g}x the reference's own (or the "
-        "float32 floor)",
+        f"{outcome.module}: {passed}; a tensor passes when its error against float64 truth is "
+        f"at most {policy.factor:g}x the reference's own (or the float32 floor)",
         f"  {'tensor':<28} {'worst ratio':>11} {'port error':>10} {'ref error':>10}  result",
     ]
     for c in outcome.worst.values():
@@ -431,6 +518,11 @@ def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
         progress.close()
         raise UsageError(f"{pair.name}: {error}") from None
     progress.close()
+    if outcome.counterexample is not None and not outcome.failure:
+        # Every tensor of the counterexample, gradients included (the search may have
+        # stopped at a failing forward pass): the table and the lines below it agree.
+        outcome.report = checker.check(outcome.counterexample, keep=True)
+        outcome.tally(outcome.report.comparisons)
     if outcome.worst:
         print(_table(outcome, checker.policy), file=out)
     diagnosis = None
@@ -459,7 +551,6 @@ def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
             if not outcome.failure:
                 from parity.compare import describe_failures
 
-                outcome.report = checker.check(example, keep=True)
                 print(describe_failures(outcome.report.comparisons), file=out)
             diagnosis = diagnose(checker, example)
             if not diagnosis.restates_error:
@@ -476,15 +567,19 @@ def _write_report(pair, args, report_dir, outcome, diagnosis, checker) -> Path:
     from parity.ports import PortError
 
     directory = report_dir / pair.name
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot write --report {directory}: {error.strerror}") from None
     example_report = outcome.report
     if example_report is None and outcome.passed and outcome.worst_example is not None:
         example_report = checker.check(outcome.worst_example, keep=True)
-    pictures = []
+    pictures, drawn = [], None
     if example_report is not None and example_report.truth is not None:
+        drawn = _picture_report(checker, outcome) or example_report
         verdict = "pass" if outcome.passed else "FAIL"
-        title = f"{pair.name} {verdict} on {example_report.example.to_text()}"
-        pictures = reporting.draw_pictures(example_report, directory, title, residual=pair.residual)
+        title = f"{pair.name} {verdict} on {drawn.example.to_text()}"
+        pictures = reporting.draw_pictures(drawn, directory, title, residual=pair.residual)
     weight_map = {}
     try:
         example = outcome.counterexample or outcome.worst_example
@@ -515,8 +610,45 @@ def _write_report(pair, args, report_dir, outcome, diagnosis, checker) -> Path:
         error=outcome.failure or None,
         weight_map=weight_map,
         pictures=pictures,
+        worst_example=counterexample or outcome.worst_example,
+        drawn=drawn,
     )
     return reporting.write_json(report, directory)
+
+
+PICTURE_SIDES = (9, 12)
+"""H != W, both above 8, H*W off multiples of 8: room for a scramble of positions to show.
+A minimal counterexample (1x2 pixels) shows nothing."""
+
+PICTURE_SCALES = (None, 0.1, 1.0, 3.0)  # None: the scale of the example found
+
+
+def _picture_report(checker, outcome: Outcome):
+    """The example the pictures show: at batch 2 and PICTURE_SIDES, with the found
+    example's scale and seed first, then a few others. Failing: the first of them that
+    fails too; passing: the worst of them. None when none qualifies (the pictures then show
+    the example found itself)."""
+    from parity.ports import PortError
+    from parity.strategies import Example
+
+    found = outcome.worst_example if outcome.passed else outcome.counterexample
+    if found is None:
+        return None
+    pair = checker.pair
+    channels = min(max(16, pair.min_channels), pair.max_channels)
+    reports = []
+    for i, scale in enumerate(PICTURE_SCALES):
+        example = Example(2, channels, *PICTURE_SIDES, scale or found.scale, found.seed + i)
+        try:
+            report = checker.check(example, keep=True)
+        except PortError:
+            continue
+        if not outcome.passed and not report.passed:
+            return report
+        reports.append(report)
+    if outcome.passed and reports:
+        return max(reports, key=lambda r: r.worst().ratio)
+    return None
 
 
 # -- legacy tf.keras ------------------------------------------------------------------------------
@@ -557,13 +689,6 @@ def run_bench(args) -> int:
 
     torch.set_num_threads(args.threads)
     modules = args.modules or list(bench.SHAPES)
-    unknown = [m for m in modules if m not in bench.SHAPES]
-    if unknown:
-        print(
-            f"parity: error: unknown module {unknown[0]!r}; expected {list(bench.SHAPES)}",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
 
     def progress(text):
         print(text, file=sys.stderr, flush=True)
@@ -592,15 +717,6 @@ def run_bench(args) -> int:
             f"tensorflow {throughput['tensorflow']:.0f} GFLOP/s"
         )
         shapes = {m: args.shape or bench.SHAPES[m] for m in modules}
-        for module, module_shapes in shapes.items():
-            for shape in module_shapes:
-                if shape[1] < bench.MIN_CHANNELS[module]:
-                    print(
-                        f"parity: error: --shape {','.join(map(str, shape))}: {module} needs "
-                        f"at least {bench.MIN_CHANNELS[module]} channels, got {shape[1]}",
-                        file=sys.stderr,
-                    )
-                    return EXIT_USAGE
         rows = bench.run(shapes, repeats=args.repeats, memory=not args.no_memory, progress=progress)
         print(bench.table(rows, throughput))
         if args.plot:
@@ -624,6 +740,10 @@ def run_convert(args) -> int:
     except CheckpointError as error:
         print(f"parity: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as error:  # the output checked up front, then changed under us
+        reason = error.strerror or str(error)
+        print(f"parity: error: {error.filename or args.target}: {reason}", file=sys.stderr)
+        return EXIT_USAGE
     print(conversion.text(args.source, args.target))
     return EXIT_PARITY
 
@@ -631,9 +751,66 @@ def run_convert(args) -> int:
 # -- entry point -------------------------------------------------------------------------------
 
 
+class _Interrupts:
+    """Ctrl-C as a flag as well as an exception. Python raises KeyboardInterrupt in whatever
+    code runs when the signal arrives, and one raised inside a garbage-collection callback
+    (JAX registers one) is swallowed: the flag is checked again between examples."""
+
+    def __init__(self):
+        self.seen = False
+        self.previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread() and (
+            signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+            self.previous_hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            sys.unraisablehook = self.previous_hook
+            self.previous = None
+        self.seen = False
+
+    def _unraisable(self, unraisable):
+        """A swallowed Ctrl-C is not worth a traceback: the flag ends the run."""
+        if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+            self.previous_hook(unraisable)
+
+    def _handle(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.seen:
+            raise KeyboardInterrupt
+
+
+INTERRUPTS = _Interrupts()
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; Ctrl-C ends it with one line and status 130, whatever was running."""
+    try:
+        with INTERRUPTS:
+            return _main(argv)
+    except KeyboardInterrupt:
+        end_progress_line = "\n" if sys.stderr.isatty() else ""
+        print(f"{end_progress_line}parity: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        VALIDATORS[args.command](args)
+    except (UsageError, NotWritable) as error:
+        print(f"parity: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     sys.dont_write_bytecode = True  # a port's module is imported; leave its folder as it was
     # Softmax over one position (PAM on 1x1, CAM with one channel) is expected here.
     warnings.filterwarnings("ignore", message="You are using a softmax over axis")
@@ -657,10 +834,11 @@ def main(argv: list[str] | None = None) -> int:
         set_hypothesis_home_dir(scratch)
         os.environ.setdefault("MPLCONFIGDIR", scratch)
         try:
-            report_dir = _report_directory(args)
+            report_dir = None if args.report is None else Path(args.report)
             pairs = _pairs(args)
+            check_pairs(args, pairs)
             results = [run_module(pair, args, report_dir) for pair in pairs]
-        except UsageError as error:
+        except (UsageError, NotWritable) as error:
             print(f"parity: error: {error}", file=sys.stderr)
             return EXIT_USAGE
         finally:

@@ -207,7 +207,13 @@ def instantiate(factory: Callable, channels: int, x: np.ndarray) -> PortInstance
                     f"the port function failed on a symbolic Keras input of shape "
                     f"{(None, *x.shape[1:])}: {type(error).__name__}: {describe_error(error)}"
                 ) from error
-            layer, from_function = port_keras().Model(inputs, outputs), True
+            try:
+                layer, from_function = port_keras().Model(inputs, outputs), True
+            except (ValueError, TypeError) as error:  # e.g. it returned None or a NumPy array
+                raise PortLoadError(
+                    "the factory's function does not map a Keras tensor to a Keras tensor (it "
+                    f"returned a {type(outputs).__name__}): {describe_error(error)}"
+                ) from error
         else:
             raise PortLoadError(
                 f"the factory returned a {type(port).__name__}; expected a keras.layers.Layer "

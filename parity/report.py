@@ -73,6 +73,8 @@ SCHEMA = {
         "error",
         "weight_map",
         "pictures",
+        "worst_example",
+        "pictures_of",
     ],
     "properties": {
         "schema_version": {"const": SCHEMA_VERSION},
@@ -149,6 +151,35 @@ SCHEMA = {
             "description": "reference parameter -> port weight path",
         },
         "pictures": {"type": "array", "items": {"type": "string"}},
+        "worst_example": {
+            "oneOf": [{"type": "null"}, _EXAMPLE],
+            "description": "the example with the highest ratio of all run (the "
+            "counterexample when parity fails)",
+        },
+        "pictures_of": {
+            "oneOf": [
+                {"type": "null"},
+                {
+                    "type": "object",
+                    "required": ["example", "passed", "activation", "worst_tensor", "worst_ratio"],
+                    "properties": {
+                        "example": _EXAMPLE,
+                        "passed": {"type": "boolean"},
+                        "activation": {
+                            "type": "string",
+                            "description": "the tensor of error_map and side_by_side",
+                        },
+                        "worst_tensor": {
+                            "type": "string",
+                            "description": "the example's worst tensor (worst_tensor.png when "
+                            "it is a parameter's gradient)",
+                        },
+                        "worst_ratio": {"type": "number"},
+                    },
+                },
+            ],
+            "description": "the example the pictures show: readable (batch 2, 9x12) where possible",
+        },
     },
 }
 
@@ -177,6 +208,8 @@ def build_report(
     error,
     weight_map,
     pictures,
+    worst_example=None,
+    drawn: ExampleReport | None = None,
 ) -> dict:
     tensors = [
         {
@@ -207,8 +240,21 @@ def build_report(
         "error": error,
         "weight_map": weight_map,
         "pictures": pictures,
+        "worst_example": None if worst_example is None else worst_example._asdict(),
+        "pictures_of": None if drawn is None else _pictures_of(drawn),
     }
     return json.loads(json.dumps(report, default=_json_default), parse_constant=lambda _: None)
+
+
+def _pictures_of(drawn: ExampleReport) -> dict:
+    worst = drawn.worst()
+    return {
+        "example": drawn.example._asdict(),
+        "passed": drawn.passed,
+        "activation": _activation_to_show(drawn),
+        "worst_tensor": worst.name,
+        "worst_ratio": worst.ratio,
+    }
 
 
 def _json_default(value):
@@ -231,79 +277,200 @@ def write_json(report: dict, directory: Path) -> Path:
 # -- pictures ---------------------------------------------------------------------------------
 
 
+def _is_activation(c) -> bool:
+    return len(c.shape) == 4 and (c.name.startswith("output") or c.name == "grad[input]")
+
+
 def _activation_to_show(report: ExampleReport) -> str:
-    """A failing output if there is one (what a user looks at first), else the
-    activation-shaped tensor (B, C, H, W) with the worst ratio."""
-    candidates = [
-        c
-        for c in report.comparisons
-        if len(c.shape) == 4 and (c.name.startswith("output") or c.name == "grad[input]")
-    ]
+    """A failing output if there is one (for a residual module its own term shows a
+    scramble of positions at a glance), else the activation-shaped tensor (B, C, H, W)
+    with the worst ratio."""
+    candidates = [c for c in report.comparisons if _is_activation(c)]
     outputs = [c for c in candidates if c.name.startswith("output") and not c.passed]
     return max(outputs or candidates, key=lambda c: c.ratio).name
+
+
+def _worst_sample_and_channel(truth, port) -> tuple[int, int]:
+    error = np.abs(port - truth)
+    error = np.where(np.isfinite(error), error, np.inf)
+    b, c = np.unravel_index(np.argmax(error.max(axis=(2, 3))), error.shape[:2])
+    return int(b), int(c)
+
+
+def _plain_colorbar(fig, image, ax, label=None):
+    """A colour bar whose ticks carry their own exponent (no offset text over the title)."""
+    from matplotlib import ticker
+
+    bar = fig.colorbar(image, ax=ax, label=label, format=ticker.FormatStrFormatter("%.2g"))
+    return bar
 
 
 def draw_pictures(
     report: ExampleReport, directory: Path, title: str, *, residual: bool = False
 ) -> list[str]:
-    """error_map.png, channel_errors.png, side_by_side.png for the worst activation.
+    """Pictures of one example, so that a bug shows at a glance:
 
-    For a residual module (output = x + f(x)) the side-by-side view shows f(x), the
-    module's own term: x would otherwise dominate both pictures and hide a scramble.
+    - error_map.png: the error per position (h, w) of the worst activation, from zero;
+    - channel_errors.png: its error per channel;
+    - side_by_side.png: reference, port and their difference for its worst sample and
+      channel, each panel in its own colour range (a port off by half the reference's range
+      is not clipped into looking like it). For a residual module (output = x + f(x)) the
+      module's own term f(x): x would dominate both and hide a scramble;
+    - worst_tensor.png: the example's worst tensor, when it is another one (a parameter's
+      gradient, say).
     """
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     name = _activation_to_show(report)
     truth, port = report.truth[name], report.port[name]
     scale = max(float(np.max(np.abs(truth))), 1e-300)
     error = np.abs(port - truth) / scale  # (B, C, H, W)
     error = np.where(np.isfinite(error), error, np.nan)
-    b, c = np.unravel_index(np.nanargmax(error.max(axis=(2, 3))), error.shape[:2])
-    files = []
-
-    fig, ax = plt.subplots(figsize=(5, 4))
-    image = ax.imshow(np.nanmax(error, axis=(0, 1)), cmap="magma", interpolation="nearest")
-    fig.colorbar(image, ax=ax, label="max |port - truth| / scale")
-    ax.set(title=f"{title}\n{name}: error per position", xlabel="w", ylabel="h")
-    files.append(_save(fig, directory / "error_map.png"))
-
-    fig, ax = plt.subplots(figsize=(max(4, 0.25 * error.shape[1] + 2), 3.5))
-    ax.bar(np.arange(error.shape[1]), np.nanmax(error, axis=(0, 2, 3)), color="#c0392b")
-    ax.set(
-        title=f"{title}\n{name}: error per channel",
-        xlabel="channel",
-        ylabel="max |port - truth| / scale",
-    )
-    files.append(_save(fig, directory / "channel_errors.png"))
-
+    b, c = _worst_sample_and_channel(truth, port)
+    files = [
+        _error_map(error, directory, f"{title}\n{name}: error per position"),
+        _channel_errors(error, directory, f"{title}\n{name}: error per channel"),
+    ]
     shown_truth, shown_port, what = truth[b, c], port[b, c], name
     if residual and name.startswith("output") and report.x is not None:
         shown_truth, shown_port = truth[b, c] - report.x[b, c], port[b, c] - report.x[b, c]
         what = f"{name} - x (the module's own term)"
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
-    low, high = float(np.min(shown_truth)), float(np.max(shown_truth))
-    for ax, data, label in [
-        (axes[0], shown_truth, "reference (float64)"),
-        (axes[1], shown_port, "port"),
-    ]:
-        shown = ax.imshow(data, cmap="viridis", vmin=low, vmax=high, interpolation="nearest")
-        ax.set(title=label, xlabel="w", ylabel="h")
-        fig.colorbar(shown, ax=ax)
-    shown = axes[2].imshow(shown_port - shown_truth, cmap="coolwarm", interpolation="nearest")
-    axes[2].set(title="port - reference", xlabel="w", ylabel="h")
-    fig.colorbar(shown, ax=axes[2])
-    fig.suptitle(f"{title}: {what}, sample {b}, channel {c} (the worst)")
-    files.append(_save(fig, directory / "side_by_side.png"))
+    files.append(
+        _side_by_side(
+            shown_truth,
+            shown_port,
+            directory / "side_by_side.png",
+            f"{title}\n{what}, sample {b}, channel {c} (its worst)",
+        )
+    )
+    worst = report.worst()
+    if worst.name != name:
+        files.append(_worst_tensor(report, worst, directory, title))
     return files
+
+
+def _worst_tensor(report: ExampleReport, worst, directory: Path, title: str) -> str:
+    truth, port = report.truth[worst.name], report.port[worst.name]
+    where, labels = "", ("w", "h")
+    if _is_activation(worst):
+        b, c = _worst_sample_and_channel(truth, port)
+        truth, port, where = truth[b, c], port[b, c], f", sample {b}, channel {c}"
+    elif np.ndim(truth) == 4:
+        labels = ("input channel x kH x kW", "output channel")
+    else:  # a bias, gamma: values, not a picture
+        return _bars(
+            truth,
+            port,
+            directory / "worst_tensor.png",
+            f"{title}\n{worst.name}: the worst tensor, {worst.ratio:.3g}x the reference's "
+            "own error",
+        )
+    return _side_by_side(
+        truth,
+        port,
+        directory / "worst_tensor.png",
+        f"{title}\n{worst.name}{where}: the worst tensor, {worst.ratio:.3g}x the reference's "
+        "own error",
+        labels=labels,
+    )
+
+
+def _error_map(error, directory: Path, title: str) -> str:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), layout="constrained")
+    per_position = np.nanmax(error, axis=(0, 1))
+    image = ax.imshow(
+        per_position, cmap="magma", vmin=0, vmax=_top(per_position), interpolation="nearest"
+    )
+    _plain_colorbar(fig, image, ax, "max |port - truth| / scale")
+    ax.set(xlabel="w", ylabel="h")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, directory / "error_map.png")
+
+
+def _channel_errors(error, directory: Path, title: str) -> str:
+    import matplotlib.pyplot as plt
+
+    channels = error.shape[1]
+    fig, ax = plt.subplots(figsize=(max(5, 0.2 * channels + 2), 3.8), layout="constrained")
+    ax.bar(np.arange(channels), np.nanmax(error, axis=(0, 2, 3)), color="#c0392b")
+    ax.set(xlabel="channel", ylabel="max |port - truth| / scale", ylim=(0, None))
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, directory / "channel_errors.png")
+
+
+def _top(values) -> float:
+    top = float(np.nanmax(values)) if np.size(values) else 0.0
+    return top if np.isfinite(top) and top > 0 else 1.0
+
+
+def _as_image(values) -> np.ndarray:
+    """A tensor as a 2-D picture: an (H, W) map as it is, a kernel (out, in, kH, kW) as
+    out x (in * kH * kW), a vector as one row."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 2:
+        return values
+    return values.reshape(values.shape[0], -1) if values.ndim > 2 else values.reshape(1, -1)
+
+
+def _side_by_side(truth, port, path: Path, title: str, labels=("w", "h")) -> str:
+    """Reference, port, and port - reference; each in its own colour range, the difference
+    centred on zero."""
+    import matplotlib.pyplot as plt
+
+    truth, port = _as_image(truth), _as_image(port)
+    rows, columns = truth.shape
+    width = 4.2 if columns >= rows else max(2.5, 4.2 * columns / rows)
+    fig, axes = plt.subplots(1, 3, figsize=(3 * width + 1.5, 4.2), layout="constrained")
+    difference = np.where(np.isfinite(port), port - truth, np.nan)
+    reach = _top(np.abs(difference))
+    panels = [
+        (truth, "reference (float64)", "viridis", None, None),
+        (port, "port", "viridis", None, None),
+        (difference, "port - reference", "coolwarm", -reach, reach),
+    ]
+    for ax, (data, label, cmap, low, high) in zip(axes, panels, strict=True):
+        finite = data[np.isfinite(data)]
+        if low is None and finite.size:
+            low, high = float(finite.min()), float(finite.max())
+        image = ax.imshow(data, cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
+        ax.set_title(label, fontsize=10)
+        ax.set(xlabel=labels[0], ylabel=labels[1])
+        if rows == 1:
+            ax.set_yticks([])
+        _plain_colorbar(fig, image, ax)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def _bars(truth, port, path: Path, title: str) -> str:
+    """A vector (or a scalar): reference and port side by side, and their difference."""
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    truth, port = np.ravel(truth), np.ravel(port)
+    index = np.arange(truth.size)
+    size = (max(8, 0.3 * truth.size + 5), 3.8)
+    fig, axes = plt.subplots(1, 2, figsize=size, layout="constrained")
+    axes[0].bar(index - 0.2, truth, width=0.4, label="reference (float64)", color="#2c7fb8")
+    axes[0].bar(index + 0.2, port, width=0.4, label="port", color="#f39c12")
+    axes[0].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2)
+    axes[1].bar(index, port - truth, color="#c0392b")
+    axes[1].axhline(0, color="black", linewidth=0.5)
+    for ax, label in zip(axes, ("value", "port - reference"), strict=True):
+        ax.set(xlabel="index", ylabel=label)
+        ax.set_xticks(index if truth.size <= 24 else ax.get_xticks())
+        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%.3g"))
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
 
 
 def _save(fig, path: Path) -> str:
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path.name

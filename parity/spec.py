@@ -18,9 +18,10 @@ from impl_keras import ChannelAttention, PositionAttention
 from impl_keras import DANetHead as KerasDANetHead
 from parity.layout import Binding, bindings_for
 from parity.ports import PortError
+from parity.sizes import BUILTIN_SIZES
 from parity.strategies import examples
 from parity.variants import CAM_VARIANTS, HEAD_VARIANTS, PAM_VARIANTS
-from parity.weight_map import map_weights
+from parity.weight_map import WeightMapError, map_weights
 from reference_torch import CAM_Module, DANetHead, PAM_Module
 
 GAMMA_MAGNITUDE = (0.25, 4.0)
@@ -97,6 +98,12 @@ class ModulePair:
     variants: tuple = ()
     origin: str = ""  # command-line flags that select this port, for replay commands
 
+    def __repr__(self) -> str:  # short, for pytest's and Hypothesis' failure reports
+        return f"ModulePair({self.name!r}{', ' + repr(self.origin) if self.origin else ''})"
+
+    def _repr_pretty_(self, printer, cycle) -> None:  # Hypothesis prints dataclasses field by field
+        printer.text(repr(self))
+
     def examples(self):
         """The Hypothesis strategy of this pair's examples."""
         if self.strategy is not None:
@@ -108,7 +115,7 @@ PAM = ModulePair(
     name="pam",
     make_reference=PAM_Module,
     make_port=lambda channels: PositionAttention(),
-    min_channels=8,
+    min_channels=BUILTIN_SIZES["pam"].min_channels,
     residual=True,
     variants=tuple(PAM_VARIANTS),
 )
@@ -116,7 +123,7 @@ CAM = ModulePair(
     name="cam",
     make_reference=CAM_Module,
     make_port=lambda channels: ChannelAttention(),
-    min_channels=1,
+    min_channels=BUILTIN_SIZES["cam"].min_channels,
     residual=True,
     variants=tuple(CAM_VARIANTS),
 )
@@ -132,9 +139,11 @@ HEAD = ModulePair(
     name="head",
     make_reference=lambda channels: DANetHead(channels, head_out_channels(channels)),
     make_port=lambda channels: KerasDANetHead(head_out_channels(channels)),
-    min_channels=32,
+    min_channels=BUILTIN_SIZES["head"].min_channels,
     max_channels=64,
-    strategy=examples(min_channels=32, max_channels=64, max_side=16),
+    strategy=examples(
+        min_channels=BUILTIN_SIZES["head"].min_channels, max_channels=64, max_side=16
+    ),
     ignore=("*num_batches_tracked",),
     variants=tuple(HEAD_VARIANTS),
 )
@@ -186,6 +195,19 @@ def mapped_bindings(weight_map: dict[str, str] | None = None, ignore: tuple[str,
     return bindings
 
 
+def _check_one_parameter_per_weight(weight_map: dict[str, str]) -> None:
+    """Two parameters sent to one weight would load one over the other and end in an
+    "unexplained" failure; refuse the map instead."""
+    parameter_for: dict[str, str] = {}
+    for parameter, weight in weight_map.items():
+        if weight in parameter_for:
+            raise WeightMapError(
+                f"the weight map sends both {parameter_for[weight]} and {parameter} to the "
+                f"port weight {weight!r}; each weight holds one parameter"
+            )
+        parameter_for[weight] = parameter
+
+
 def with_port(
     pair: ModulePair,
     factory: Callable[[int], Any],
@@ -195,6 +217,7 @@ def with_port(
     origin: str = "",
 ) -> ModulePair:
     """``pair`` checked against another port, its weights mapped by ``parity.weight_map``."""
+    _check_one_parameter_per_weight(weight_map or {})
     return replace(
         pair,
         make_port=factory,

@@ -19,6 +19,7 @@ MAX_SIDE = 24
 MAX_CHANNELS = 48
 MIN_SCALE = 1e-3
 MAX_SCALE = 10.0
+MAX_SEED = 2**32 - 1
 
 
 class Example(NamedTuple):
@@ -47,8 +48,21 @@ class Example(NamedTuple):
                 f"Expected {len(cls._fields)} comma-separated values "
                 f"({','.join(cls._fields)}). Received: {text!r}"
             )
-        b, c, h, w, scale, seed = parts
-        return cls(int(b), int(c), int(h), int(w), float(scale), int(seed))
+        *sizes, scale, seed = (part.strip() for part in parts)
+        names = "batch, channels, H and W"
+        if not all(size.isdigit() and int(size) >= 1 for size in sizes):
+            raise ValueError(f"{names} must be whole numbers of at least 1. Received: {text!r}")
+        try:
+            scale_value = float(scale)
+        except ValueError:
+            scale_value = math.nan
+        if not (math.isfinite(scale_value) and scale_value > 0):
+            raise ValueError(f"scale must be a finite number above 0. Received: {scale!r}")
+        if not (seed.isdigit() and int(seed) <= MAX_SEED):
+            raise ValueError(
+                f"seed must be a whole number from 0 to {MAX_SEED}. Received: {seed!r}"
+            )
+        return cls(*(int(size) for size in sizes), scale_value, int(seed))
 
 
 def _check_range(low_name: str, low, high_name: str, high, minimum) -> None:
@@ -124,7 +138,7 @@ def input_scales(
 
 
 def seeds() -> st.SearchStrategy[int]:
-    return st.integers(0, 2**32 - 1)
+    return st.integers(0, MAX_SEED)
 
 
 def examples(

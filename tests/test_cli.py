@@ -27,7 +27,7 @@ def test_check_prints_a_table_per_module_and_passes(capsys):
 
 def test_replaying_one_example(capsys):
     assert main(["check", "cam", "--example", "2,17,3,1,0.05,7"]) == 0
-    assert "cam: 1 examples passed" in capsys.readouterr().out
+    assert "cam: 1 example passed" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -152,7 +152,10 @@ def test_report_of_a_failure_has_pictures_and_a_replay(workdir, capsys):
     port = f"{PORTS}:PAMFlattensColumnMajor"
     run(["check", "pam", "--port", port, "--examples", "20", "--report", "report"], capsys)
     report = load_report(workdir / "report", "pam")
-    assert report["pictures"] == ["error_map.png", "channel_errors.png", "side_by_side.png"]
+    assert report["pictures"][:3] == ["error_map.png", "channel_errors.png", "side_by_side.png"]
+    drawn = report["pictures_of"]
+    worst_drawn_apart = drawn["worst_tensor"] != drawn["activation"]
+    assert ("worst_tensor.png" in report["pictures"]) == worst_drawn_apart
     for picture in report["pictures"]:
         assert (workdir / "report" / "pam" / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert report["replay"].startswith(f"parity check pam --port {port} --example ")
@@ -213,11 +216,12 @@ def test_unwritable_report_directory_is_exit_2(workdir, capsys):
     (workdir / "report").write_text("a file, not a folder")
     status, _, err = run(["check", "cam", "--examples", "2", "--report", "report/out"], capsys)
     assert status == 2
-    assert "cannot write the report directory report/out" in err
+    assert "--report report/out:" in err and "is a file, not a directory" in err
 
 
 def test_pytest_runs_the_whole_property_suite_against_a_port():
-    """``pytest --port`` swaps the port under the project's own parity properties."""
+    """``pytest --parity-port`` swaps the port under the project's own parity properties
+    (they run once: from tests/test_parity.py, not added a second time by the plugin)."""
     import subprocess
     import sys
 
@@ -232,7 +236,7 @@ def test_pytest_runs_the_whole_property_suite_against_a_port():
             "tests/test_parity.py",
             "-k",
             "outputs",
-            "--port",
+            "--parity-port",
             f"{PORTS}:PAMSoftmaxWrongAxis",
             "--hypothesis-profile",
             "ci",

@@ -15,9 +15,9 @@ from impl_keras import ChannelAttention, DANetHead, PositionAttention
 from parity import autodiff
 from parity.assertions import assert_report
 from parity.engine import Checker
+from parity.properties import PAM_CHUNKED
 from parity.spec import CAM, HEAD, PAM
 from parity.strategies import Example
-from tests.test_parity import PAM_CHUNKED
 
 MODES = autodiff.MODES[keras.backend.backend()]
 
