@@ -130,6 +130,14 @@ class PAMFloat16Attention(_PAM):
         return ops.cast(ops.softmax(ops.cast(energy, "float16"), axis=-1), energy.dtype)
 
 
+class PAMSoftmaxSlightlyScaled(_PAM):
+    """A softmax temperature of 1.001 (a leftover scale): a bug at the 1e-3 level, which
+    only a check that knows float32's own error can see."""
+
+    def attend(self, energy):
+        return ops.softmax(energy * 1.001, axis=-1)
+
+
 class PAMMixesBatch(_PAM):
     """Attention over the positions of the whole batch: right only when batch == 1."""
 

@@ -24,6 +24,7 @@ BUGS = {
     "pam: residual missing": (PAM, ports.PAMNoResidual),
     "pam: gradient blocked through attention": (PAM, ports.PAMGradientBlocked),
     "pam: attention in float16": (PAM, ports.PAMFloat16Attention),
+    "pam: softmax slightly scaled (temperature 1.001)": (PAM, ports.PAMSoftmaxSlightlyScaled),
     "pam: attention mixed across the batch": (PAM, ports.PAMMixesBatch),
     "cam: NHWC read as NCHW by reshape": (CAM, ports.CAMReadsNHWCAsNCHW),
     "cam: softmax over the wrong axis": (CAM, ports.CAMSoftmaxWrongAxis),
