@@ -359,7 +359,7 @@ def _preflight(checker, outcome: Outcome) -> None:
     """Build the port once and bind its weights before any example: a port that cannot
     hold the weights fails the same way on every example, so there is nothing to shrink;
     a bad weight map is a usage error."""
-    from parity.ports import PortError
+    from parity.ports import PortCrashed, PortError
     from parity.strategies import Example
 
     pair = checker.pair
@@ -370,9 +370,10 @@ def _preflight(checker, outcome: Outcome) -> None:
         x = x.transpose(0, 2, 3, 1)
     try:
         checker.bindings(checker.port(channels, x), channels)
-    except PortError as error:
-        if not str(error).startswith("the port raised"):  # a crash: find its minimal shape
-            outcome.counterexample, outcome.failure = example, str(error)
+    except PortCrashed:  # a crash: the examples find its minimal shape
+        pass
+    except PortError as error:  # weights it cannot hold: no shape is involved
+        outcome.failure = str(error)
 
 
 def _table(outcome: Outcome, policy) -> str:
@@ -415,31 +416,64 @@ def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
     if outcome.passed:
         print(f"{pair.name}: pass ({time.perf_counter() - started:.1f} s)", file=out)
     else:
-        example = outcome.counterexample
         print(f"{pair.name}: FAIL", file=out)
-        if example is not None:
-            print(
-                f"Minimal counterexample: batch={example.batch}, channels={example.channels}, "
-                f"H={example.height}, W={example.width}, scale={example.scale}, "
-                f"seed={example.seed}",
-                file=out,
-            )
-        if outcome.failure:
-            print(outcome.failure, file=out)
-        if example is not None:
-            if not outcome.failure:
-                from parity.compare import describe_failures
-
-                outcome.report = checker.check(example, keep=True)
-                print(describe_failures(outcome.report.comparisons), file=out)
-            diagnosis = diagnose(checker, example)
-            if not diagnosis.restates_error:
-                print(diagnosis.text(), file=out)
-            print(f"Replay: {replay_command(args, pair.name, example)}", file=out)
+        diagnosis = _print_failure(pair, args, outcome, checker, out)
+    for note in checker.notes:
+        print(f"Note: {note}", file=out)
     if report_dir is not None:
         path = _write_report(pair, args, report_dir, outcome, diagnosis, checker)
         print(f"{pair.name}: report written to {path}", file=out)
     return outcome.passed
+
+
+def _print_failure(pair, args, outcome: Outcome, checker, out):
+    """The failure, its diagnosis and, where a shape is involved, the minimal
+    counterexample and its replay command, printed only once a fresh check reproduces it."""
+    from parity.compare import describe_failures
+    from parity.diagnose import Diagnosis, diagnose
+
+    example = outcome.counterexample
+    if example is None:  # weights the port cannot hold
+        print(outcome.failure, file=out)
+        return Diagnosis(True, outcome.failure, restates_error=True)
+    if args.example is None and not replays(pair, example):
+        outcome.counterexample = None
+        outcome.failure = (
+            f"the port failed on {example.to_text()} after other examples, and passes when "
+            "that example is checked alone: its result depends on what it ran before "
+            "(state kept between calls)"
+        )
+        print(outcome.failure, file=out)
+        return Diagnosis(False, outcome.failure, restates_error=True)
+    print(
+        f"Minimal counterexample: batch={example.batch}, channels={example.channels}, "
+        f"H={example.height}, W={example.width}, scale={example.scale}, seed={example.seed}",
+        file=out,
+    )
+    if outcome.failure:
+        print(outcome.failure, file=out)
+    else:
+        outcome.report = checker.check(example, keep=True)
+        print(describe_failures(outcome.report.comparisons), file=out)
+    diagnosis = diagnose(checker, example)
+    if not diagnosis.restates_error:
+        print(diagnosis.text(), file=out)
+    print(f"Replay: {replay_command(args, pair.name, example)}", file=out)
+    return diagnosis
+
+
+def replays(pair, example) -> bool:
+    """Whether ``example`` fails when checked as its replay command checks it: a fresh
+    checker, the port built on the preflight shape first, then the example alone."""
+    from parity.engine import Checker
+    from parity.ports import PortError
+
+    checker = Checker(pair)
+    _preflight(checker, Outcome(pair.name))
+    try:
+        return not checker.check(example).passed
+    except PortError:
+        return True
 
 
 def _write_report(pair, args, report_dir, outcome, diagnosis, checker) -> Path:

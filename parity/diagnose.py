@@ -21,7 +21,7 @@ import torch
 from parity.compare import compare
 from parity.engine import Checker, ExampleData, ExampleReport
 from parity.layout import CONV_KERNEL, Binding, Layout
-from parity.ports import PortError
+from parity.ports import PortCrashed, PortError
 from parity.strategies import Example
 from parity.variants import output_permutations, residual_variants
 from parity.weight_map import reference_role
@@ -259,7 +259,7 @@ class Diagnoser:
         shapes = getattr(error, "shapes", None)
         if shapes is not None:
             return self._diagnose_shapes(error, *shapes)
-        if not str(error).startswith("the port raised"):
+        if not isinstance(error, PortCrashed):
             return Diagnosis(True, str(error), restates_error=True)
         h, w = example.height, example.width
         findings = []

@@ -17,7 +17,7 @@ import torch
 from parity import autodiff
 from parity.compare import DEFAULT_POLICY, TensorComparison, TolerancePolicy, compare
 from parity.layout import Binding, from_data_format, load_state_dict, to_data_format
-from parity.ports import PortError, PortInstance, describe_error, instantiate
+from parity.ports import PortCrashed, PortError, PortInstance, describe_error, instantiate
 from parity.rounding import UNIT_ROUNDOFF, Float32RoundingNoise
 from parity.spec import ModulePair
 from parity.strategies import Example
@@ -111,6 +111,8 @@ class Checker:
         self._references: dict[tuple[int, torch.dtype], torch.nn.Module] = {}
         self._layer_ports: dict[int, PortInstance] = {}
         self._function_ports: dict[tuple, PortInstance] = {}
+        self.one_instance_per_shape = False  # set when the port runs only on its first shape
+        self.notes: list[str] = []  # said with the verdict; not failures
 
     # -- inputs -------------------------------------------------------------------------
     def example_data(self, example: Example) -> ExampleData:
@@ -154,15 +156,16 @@ class Checker:
 
     # -- the port -----------------------------------------------------------------------
     def port(self, channels: int, x: np.ndarray) -> PortInstance:
-        """The port built for this channel count (and, for a function, this input shape)."""
-        if channels in self._layer_ports:
+        """The port built for this channel count (and, for a function or a port that
+        accepts only the shape it was built for, this input shape)."""
+        if channels in self._layer_ports and not self.one_instance_per_shape:
             return self._layer_ports[channels]
-        shape_key = (channels, *x.shape[1:])
+        shape_key = (channels, *x.shape)
         if shape_key in self._function_ports:
             return self._function_ports[shape_key]
         with _dtype_policy(PRECISIONS[self.precision]):
             instance = instantiate(self.pair.make_port, channels, x)
-        if instance.from_function:
+        if instance.from_function or self.one_instance_per_shape:
             self._function_ports[shape_key] = instance
         else:
             self._layer_ports[channels] = instance
@@ -200,7 +203,7 @@ class Checker:
         except PortError:
             raise
         except Exception as error:
-            raise PortError(
+            raise PortCrashed(
                 f"the port raised {type(error).__name__} on input of shape {x.shape} "
                 f"({fmt}): {describe_error(error)}"
             ) from error
@@ -211,7 +214,33 @@ class Checker:
         return results
 
     # -- the check ----------------------------------------------------------------------
-    def check(
+    def check(self, example: Example, **options) -> ExampleReport:
+        """Compare the port with the reference on one example (options: ``_check``).
+
+        A port that fails on an instance built for another input shape is checked again on
+        an instance built for this one, with the same weights loaded. When the verdict
+        changes, the port pins the shape of its first build (``input_spec``, static
+        reshapes): it is said in a note, and from then on each shape gets its own instance.
+        """
+        reused = self._layer_ports.get(example.channels)
+        shape = _port_shape(example.shape, self.pair.data_format)
+        if self.one_instance_per_shape or reused is None or reused.built_for == shape:
+            return self._check(example, **options)
+        first = _attempt(self._check, example, **options)
+        if _verdict(first) == "pass":
+            return first
+        self.one_instance_per_shape = True
+        second = _attempt(self._check, example, **options)
+        if _verdict(second) == _verdict(first):
+            self.one_instance_per_shape = False
+            second = first
+        elif SHAPE_BOUND_NOTE not in self.notes:
+            self.notes.append(SHAPE_BOUND_NOTE)
+        if isinstance(second, PortError):
+            raise second
+        return second
+
+    def _check(
         self,
         example: Example,
         *,
@@ -230,7 +259,7 @@ class Checker:
         """
         gradients = gradients and self.pair.gradients
         if forward_first and gradients:
-            forward = self.check(example, gradients=False, keep=keep)
+            forward = self._check(example, gradients=False, keep=keep)
             if not forward.passed:
                 return forward
         data = self.example_data(example)
@@ -251,6 +280,32 @@ class Checker:
         if keep:
             report = replace(report, truth=truth, reference=reference, port=port, x=data.x)
         return report
+
+
+SHAPE_BOUND_NOTE = (
+    "the port accepts only the input shape it was built for (input_spec or static shapes): "
+    "checked with one instance per shape, the same weights loaded into each"
+)
+
+
+def _port_shape(shape: tuple[int, ...], data_format: str) -> tuple[int, ...]:
+    """An NCHW shape in the port's layout."""
+    b, c, h, w = shape
+    return (b, c, h, w) if data_format == "channels_first" else (b, h, w, c)
+
+
+def _attempt(check, example, **options):
+    """The report, or the PortError the port raised."""
+    try:
+        return check(example, **options)
+    except PortError as error:
+        return error
+
+
+def _verdict(outcome) -> str:
+    if isinstance(outcome, PortError):
+        return "crash"
+    return "pass" if outcome.passed else "fail"
 
 
 def judge(

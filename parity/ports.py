@@ -41,6 +41,10 @@ class PortError(AssertionError):
     shrinks the example it happened on."""
 
 
+class PortCrashed(PortError):
+    """The port raised on an input: a shape to find, unlike weights it cannot hold."""
+
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _OP_DETAIL = re.compile(r"\}\}\s*(.*?)\s*\[Op:")
 
@@ -106,6 +110,7 @@ class PortInstance:
     untracked: list[str] = field(default_factory=list)  # "name shape", bare variables
     from_function: bool = False
     names: dict = field(default_factory=dict)  # id(weight) -> name, where paths say too little
+    built_for: tuple = ()  # the input shape it was built on
 
     def name_of(self, weight) -> str:
         """The weight's path inside the port: 'query_conv/kernel', not 'my_pam_3/query_conv/kernel'
@@ -199,13 +204,16 @@ def instantiate(factory: Callable, channels: int, x: np.ndarray) -> PortInstance
             _call(port, x, "building")
             layer, from_function = port, False
         elif callable(port):
-            inputs = port_keras().Input(shape=x.shape[1:], dtype="float32")
+            # A concrete batch: ports reshape with sizes read from x.shape, the batch too.
+            inputs = port_keras().Input(
+                shape=x.shape[1:], batch_size=x.shape[0], dtype="float32"
+            )
             try:
                 outputs = port(inputs)
             except Exception as error:
-                raise PortError(
+                raise PortCrashed(
                     f"the port function failed on a symbolic Keras input of shape "
-                    f"{(None, *x.shape[1:])}: {type(error).__name__}: {describe_error(error)}"
+                    f"{tuple(x.shape)}: {type(error).__name__}: {describe_error(error)}"
                 ) from error
             layer, from_function = port_keras().Model(inputs, outputs), True
         else:
@@ -231,7 +239,9 @@ def instantiate(factory: Callable, channels: int, x: np.ndarray) -> PortInstance
             for v in _bare_variables_in(port)
             if id(v) not in backing and all(v is not b for b in bare)
         ]
-    instance = PortInstance(layer, in_order, [_describe(v) for v in bare], from_function, names)
+    instance = PortInstance(
+        layer, in_order, [_describe(v) for v in bare], from_function, names, tuple(x.shape)
+    )
     _check_weights_persist(instance, x)
     return instance
 
@@ -241,7 +251,7 @@ def _call(layer, x, what):
         return layer(x)
     except Exception as error:
         when = f" {what}" if what else ""
-        raise PortError(
+        raise PortCrashed(
             f"the port raised {type(error).__name__}{when} on input of shape {x.shape}: "
             f"{describe_error(error)}"
         ) from error
