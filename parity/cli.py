@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import sys
 import tempfile
@@ -84,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--weight-map",
         metavar="FILE.json",
         help='reference parameter -> port weight path, e.g. {"query_conv.weight": "pam/q/kernel"}',
+    )
+    check.add_argument(
+        "--absent",
+        action="append",
+        default=[],
+        metavar="PARAM",
+        help="a reference parameter your port does not have, e.g. query_conv.bias (a glob, "
+        "repeatable: '*.bias' for use_bias=False): held at zero in the reference",
     )
     check.add_argument(
         "--spec",
@@ -186,8 +195,10 @@ def _pairs(args) -> list:
             )
         pairs = [BUILTIN_PAIRS[name] for name in (args.modules or BUILTIN_PAIRS)]
     if args.port is None:
-        if args.weight_map or args.data_format:
-            raise UsageError("--weight-map and --data-format describe a port: give --port too")
+        if args.weight_map or args.data_format or args.absent:
+            raise UsageError(
+                "--weight-map, --absent and --data-format describe a port: give --port too"
+            )
         return pairs
     if len(pairs) != 1:
         raise UsageError("--port checks one module: name it (parity check pam --port ...)")
@@ -196,7 +207,15 @@ def _pairs(args) -> list:
         weight_map = read_weight_map(args.weight_map) if args.weight_map else None
     except (PortLoadError, WeightMapError) as error:
         raise UsageError(str(error)) from None
-    return [with_port(pairs[0], factory, weight_map=weight_map, data_format=args.data_format)]
+    return [
+        with_port(
+            pairs[0],
+            factory,
+            weight_map=weight_map,
+            data_format=args.data_format,
+            absent=tuple(args.absent),
+        )
+    ]
 
 
 def _report_directory(args) -> Path | None:
@@ -221,6 +240,7 @@ def replay_command(args, module: str, example) -> str:
         parts.append(f"--port {args.port}")
     if args.weight_map:
         parts.append(f"--weight-map {args.weight_map}")
+    parts += [f"--absent {pattern}" for pattern in args.absent]
     if args.legacy_keras:
         parts.append("--legacy-keras")
     if args.data_format:
@@ -376,6 +396,24 @@ def _preflight(checker, outcome: Outcome) -> None:
         outcome.failure = str(error)
 
 
+def _absent_failure(checker, outcome: Outcome) -> str:
+    """Why a port that lacks reference parameters fails though the rest may match."""
+    absent = checker.undeclared_absent
+    judged = (
+        f"with them held at zero in the reference, the rest of the port matches it on "
+        f"{outcome.examples_run} examples"
+        if outcome.counterexample is None
+        else "the rest was checked with them held at zero in the reference"
+    )
+    example = {"query_conv.bias": None} if "query_conv.bias" in absent else {absent[0]: None}
+    flags = " ".join(f"--absent {key}" for key in absent)
+    return (
+        f"the port has no counterpart for {', '.join(absent)} (use_bias=False?); {judged}. "
+        f"If it has none on purpose, declare it: {flags}, or null in the weight map "
+        f"({json.dumps(example)})"
+    )
+
+
 def _table(outcome: Outcome, policy) -> str:
     rows = [
         f"{outcome.module}: {outcome.examples_run} examples passed; a tensor passes when its error "
@@ -410,6 +448,8 @@ def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
         progress.close()
         raise UsageError(f"{pair.name}: {error}") from None
     progress.close()
+    if checker.undeclared_absent and outcome.passed:
+        outcome.failure = _absent_failure(checker, outcome)
     if outcome.worst:
         print(_table(outcome, checker.policy), file=out)
     diagnosis = None
@@ -418,6 +458,14 @@ def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
     else:
         print(f"{pair.name}: FAIL", file=out)
         diagnosis = _print_failure(pair, args, outcome, checker, out)
+    if checker.undeclared_absent and outcome.counterexample is not None:
+        print(_absent_failure(checker, outcome), file=out)
+    elif checker.declared_absent:
+        print(
+            "Note: held at zero in the reference, as declared (the port has no counterpart): "
+            + ", ".join(checker.declared_absent),
+            file=out,
+        )
     for note in checker.notes:
         print(f"Note: {note}", file=out)
     if report_dir is not None:

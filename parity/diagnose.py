@@ -24,7 +24,7 @@ from parity.layout import CONV_KERNEL, Binding, Layout
 from parity.ports import PortCrashed, PortError
 from parity.strategies import Example
 from parity.variants import output_permutations, residual_variants
-from parity.weight_map import reference_role
+from parity.weight_map import name_role, reference_role
 
 PRECISION_LIMIT = 3e-2
 """A failure whose relative errors all stay below this is precision-level, not structural:
@@ -164,14 +164,13 @@ class Diagnoser:
             )
             swapped.append(Binding(b.torch_key, partner.variable, b.layout) if partner else b)
         if any(s.variable is not b.variable for s, b in zip(swapped, current, strict=True)):
-            suggestion = json.dumps(
-                {b.torch_key: instance.name_of(b.variable) for b in swapped}, indent=2
-            )
+            mapping = {b.torch_key: instance.name_of(b.variable) for b in swapped}
+            mapping.update({key: None for key in self.checker.declared_absent})
+            suggestion = json.dumps(mapping, indent=2)
             hypotheses.append(
                 (
                     "query and key named the other way round",
-                    "the math is right, but the port names its query and key convolutions the "
-                    "other way round; fix the weight map, not the port",
+                    _names_contradicted(current, swapped, instance.name_of),
                     swapped,
                     f"Pass this as --weight-map FILE.json:\n{suggestion}",
                 )
@@ -390,6 +389,29 @@ class Diagnoser:
         return Diagnosis(False, f"no named hypothesis explains it; closest: {closest}", findings)
 
 
+def _names_contradicted(current, swapped, name_of) -> str:
+    """'the port's `k` computes the reference's query and its `q` the reference's key', when
+    the port's names say query and key; else that its weights were assigned the other way."""
+    owners = {}
+    for now, then in zip(current, swapped, strict=True):
+        role, kind = reference_role(now.torch_key)
+        if kind == "weight" and role in ("query", "key"):
+            owners[role] = name_of(then.variable).rsplit("/", 1)[0]
+    named = {role: name_role(name)[0] for role, name in owners.items()}
+    if set(owners) == {"query", "key"} and named == {"query": "key", "key": "query"}:
+        return (
+            f"the port's `{owners['query']}` computes the reference's query and its "
+            f"`{owners['key']}` the reference's key: its names say the opposite. Loaded "
+            "against their names, the weights make the port match (or, the same numbers, its "
+            "energy is key^T query); if the names are what is wrong, use the weight map below"
+        )
+    return (
+        "query and key are assigned the other way round: loaded into each other's "
+        "convolution, the weights make the port match (or, the same numbers, its energy is "
+        "key^T query); if the assignment is what is wrong, use the weight map below"
+    )
+
+
 def _merge_query_key(findings: list[Finding]) -> list[Finding]:
     """Swapped query/key math and swapped query/key names predict the same numbers."""
     by_name = {f.hypothesis: f for f in findings}
@@ -399,9 +421,7 @@ def _merge_query_key(findings: list[Finding]) -> list[Finding]:
         return findings
     merged = Finding(
         "query and key swapped",
-        "query and key roles are swapped: either the energy is computed as key^T query, or "
-        "the math is right and the port names its query and key convolutions the other way "
-        "round (then the fix is the weight map below, not the port)",
+        name_swap.cause,
         True,
         min(math_swap.residual, name_swap.residual),
         name_swap.suggestion,

@@ -112,6 +112,10 @@ class Checker:
         self._layer_ports: dict[int, PortInstance] = {}
         self._function_ports: dict[tuple, PortInstance] = {}
         self.one_instance_per_shape = False  # set when the port runs only on its first shape
+        # Reference parameters the port has no counterpart for (use_bias=False), held at
+        # zero in the reference; those the user declared absent pass.
+        self.held_at_zero: tuple[str, ...] = ()
+        self.declared_absent: tuple[str, ...] = ()
         self.notes: list[str] = []  # said with the verdict; not failures
 
     # -- inputs -------------------------------------------------------------------------
@@ -120,6 +124,8 @@ class Checker:
         module = self.reference(example.channels, torch.float64)
         state = {k: _float32_values(v) for k, v in self.pair.randomize(module, rng).items()}
         x = _float32_values(example.scale * rng.standard_normal(example.shape))
+        for key in self.held_at_zero:
+            state[key] = np.zeros_like(state[key])
         return ExampleData(state, x, example.seed)
 
     # -- the reference ------------------------------------------------------------------
@@ -150,6 +156,8 @@ class Checker:
             )
             tensors = [x, *params.values()]
             for name, grad, tensor in zip(["input", *params], grads, tensors, strict=True):
+                if name in self.held_at_zero:  # the port has no such parameter
+                    continue
                 grad = torch.zeros_like(tensor) if grad is None else grad
                 results[f"grad[{name}]"] = grad.double().numpy()
         return results
@@ -171,8 +179,18 @@ class Checker:
             self._layer_ports[channels] = instance
         return instance
 
+    def _port_input(self, data: ExampleData) -> np.ndarray:
+        return to_data_format(data.x, self.pair.data_format).astype(np.float32)
+
     def bindings(self, instance: PortInstance, channels: int) -> list[Binding]:
-        return self.pair.bindings(instance, self.reference(channels, torch.float64))
+        bindings = self.pair.bindings(instance, self.reference(channels, torch.float64))
+        self.held_at_zero = getattr(bindings, "absent", ())
+        self.declared_absent = getattr(bindings, "declared", ())
+        return bindings
+
+    @property
+    def undeclared_absent(self) -> tuple[str, ...]:
+        return tuple(k for k in self.held_at_zero if k not in self.declared_absent)
 
     def run_port(self, example, data, gradients, bindings: list[Binding] | None = None) -> Results:
         """The port's outputs (and gradients) in the reference's layout. ``bindings``
@@ -181,7 +199,8 @@ class Checker:
         x = to_data_format(data.x, fmt).astype(np.float32)
         instance = self.port(example.channels, x)
         bindings = bindings or self.bindings(instance, example.channels)
-        load_state_dict(instance.layer, data.state, bindings=bindings, ignore=self.pair.ignore)
+        ignore = (*self.pair.ignore, *self.held_at_zero)
+        load_state_dict(instance.layer, data.state, bindings=bindings, ignore=ignore)
         try:
             if not gradients:
                 outputs = autodiff.forward(instance.layer, x, self.mode)
@@ -263,6 +282,9 @@ class Checker:
             if not forward.passed:
                 return forward
         data = self.example_data(example)
+        self.bindings(self.port(example.channels, self._port_input(data)), example.channels)
+        if self.held_at_zero:
+            data = self.example_data(example)  # with what the port lacks held at zero
         truth = self.run_reference(example, data, torch.float64, gradients)
         reference = self.run_reference(example, data, self.reference_dtype, gradients)
         port = self.run_port(example, data, gradients)

@@ -25,7 +25,6 @@ import numpy as np
 from parity.frameworks import (
     is_layer,
     layer_classes,
-    legacy_keras_enabled,
     port_keras,
     variable_path,
 )
@@ -113,8 +112,8 @@ class PortInstance:
     built_for: tuple = ()  # the input shape it was built on
 
     def name_of(self, weight) -> str:
-        """The weight's path inside the port: 'query_conv/kernel', not 'my_pam_3/query_conv/kernel'
-        (the port's own name could say 'query' and 'key' at once)."""
+        """The weight's path inside the port by the author's attribute names ('q/kernel'),
+        the same for every instance (not 'my_pam_3/conv2d_9/kernel')."""
         path = self.names.get(id(weight)) or variable_path(weight)
         return path.removeprefix(f"{self.layer.name}/")
 
@@ -225,11 +224,7 @@ def instantiate(factory: Callable, channels: int, x: np.ndarray) -> PortInstance
     in_order = [w for w in created.weights if id(w) in tracked]
     in_order += [w for w in layer.weights if all(w is not seen for seen in in_order)]
     backing = {id(_backing(w)) for w in layer.weights}
-    names = {}
-    if legacy_keras_enabled():  # tf.keras 2 names a weight 'kernel:0', without its layer
-        for sub in layer._flatten_layers(include_self=True, recursive=True):
-            for weight in sub._trainable_weights + sub._non_trainable_weights:
-                names.setdefault(id(weight), f"{sub.name}/{variable_path(weight).split('/')[-1]}")
+    names = attribute_paths(layer)
     bare = [
         v for v in created.tf_variables if id(v) not in backing and getattr(v, "trainable", True)
     ]
@@ -244,6 +239,72 @@ def instantiate(factory: Callable, channels: int, x: np.ndarray) -> PortInstance
     )
     _check_weights_persist(instance, x)
     return instance
+
+
+def _snake_case(name: str) -> str:
+    """Keras' default layer name for a class: Conv2D -> conv2d, BatchNormalization ->
+    batch_normalization."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _own_weights(layer) -> list:
+    """The weights a layer created itself, not those of its sub-layers."""
+    for trainable, frozen in (
+        ("_trainable_variables", "_non_trainable_variables"),  # Keras 3
+        ("_trainable_weights", "_non_trainable_weights"),  # tf.keras 2
+    ):
+        if hasattr(layer, trainable):
+            return [*getattr(layer, trainable), *getattr(layer, frozen, [])]
+    return []
+
+
+def _short_name(variable) -> str:
+    return variable_path(variable).split("/")[-1]
+
+
+def attribute_paths(layer) -> dict[int, str]:
+    """id(weight) -> its path by the names the author wrote: ``q/kernel`` for ``self.q =
+    Conv2D(...)``, ``alpha`` for ``self.alpha = self.add_weight(...)``. Layers reached by no
+    attribute (a traced function's) go by their names, with Keras' generated numbers
+    (``conv2d_7``) counted again from the start inside the port, so that the paths are the
+    same for every instance and can be written in a weight map."""
+    paths: dict[int, str] = {}
+    visited: set[int] = set()
+
+    def visit(value, path: str):
+        if is_layer(value):
+            walk(value, path)
+        elif hasattr(value, "assign") and hasattr(value, "shape"):
+            paths.setdefault(id(value), path)
+        elif isinstance(value, (list, tuple)):
+            for index, item in enumerate(value):
+                visit(item, f"{path}/{index}")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                visit(item, f"{path}/{key}")
+
+    def walk(sub, prefix: str):
+        if id(sub) in visited:
+            return
+        visited.add(id(sub))
+        join = f"{prefix}/" if prefix else ""
+        for name, value in list(vars(sub).items()):
+            if not name.startswith("_"):
+                visit(value, join + name)
+        for weight in _own_weights(sub):
+            paths.setdefault(id(weight), join + _short_name(weight))
+        counts: dict[str, int] = {}
+        for child in sub._flatten_layers(include_self=False, recursive=False):
+            base = _snake_case(type(child).__name__)
+            name = child.name
+            if re.fullmatch(rf"{re.escape(base)}(_\d+)?", name):
+                counts[base] = counts.get(base, -1) + 1
+                name = base if counts[base] == 0 else f"{base}_{counts[base]}"
+            walk(child, join + name)
+
+    walk(layer, "")
+    return paths
 
 
 def _call(layer, x, what):

@@ -85,7 +85,8 @@ class PAMNoBias(layers.Layer):
         return tf.reshape(y, (b, h * w, c))
 
     def call(self, x):
-        query, key, value = self.flatten(self.q(x)), self.flatten(self.k(x)), self.flatten(self.v(x))
+        query, key = self.flatten(self.q(x)), self.flatten(self.k(x))
+        value = self.flatten(self.v(x))
         attention = tf.nn.softmax(tf.matmul(query, key, transpose_b=True))
         return self.alpha * tf.reshape(tf.matmul(attention, value), tf.shape(x)) + x
 
