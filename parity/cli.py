@@ -114,11 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="replay one example exactly, as printed by a failure",
     )
     check.add_argument(
-        "--legacy-keras",
-        action="store_true",
-        help="the port is written for tf.keras 2 (needs tf-keras; detected from the port's "
-        "source when it mentions tf.keras)",
+        "--keras",
+        choices=["3", "2"],
+        help="the Keras the port is written for (default: detected from its source: tf.keras, "
+        "keras.backend functions Keras 3 removed, Keras 2 module paths mean 2; 2 needs tf-keras)",
     )
+    check.add_argument("--legacy-keras", action="store_true", help="the same as --keras 2")
     bench = commands.add_parser(
         "bench",
         help="time and measure the Keras port against the PyTorch reference",
@@ -243,6 +244,8 @@ def replay_command(args, module: str, example) -> str:
     parts += [f"--absent {pattern}" for pattern in args.absent]
     if args.legacy_keras:
         parts.append("--legacy-keras")
+    if args.keras:
+        parts.append(f"--keras {args.keras}")
     if args.data_format:
         parts.append(f"--data-format {args.data_format}")
     parts.append(f"--example {example.to_text()}")
@@ -575,20 +578,41 @@ def _write_report(pair, args, report_dir, outcome, diagnosis, checker) -> Path:
 # -- legacy tf.keras ------------------------------------------------------------------------------
 
 
+def _keras_major(args) -> str:
+    """'2' for a port written for Keras 2 (asked for, or detected from its source)."""
+    if args.keras:
+        return args.keras
+    if args.legacy_keras or ((args.port or args.spec) and looks_legacy(args.port or args.spec)):
+        return "2"
+    return "3"
+
+
 def _enable_legacy_keras() -> str:
-    """Hand tf.keras 2 out as tf.keras: possible only before TensorFlow is imported."""
-    if "tensorflow" in sys.modules and not legacy_keras_enabled():
-        return (
-            "a tf.keras 2 port needs TF_USE_LEGACY_KERAS=1 before TensorFlow is imported; "
-            "run parity check in a fresh process (or set the variable yourself)"
-        )
+    """Hand tf.keras 2 out as tf.keras (and ``keras`` to the port): possible only before
+    TensorFlow is imported."""
     if importlib.util.find_spec("tf_keras") is None:
         return (
-            "the port is written for tf.keras 2: install tf-keras (pip install --no-deps "
-            "tf-keras==<your TensorFlow version>) or run it under Keras 3"
+            "the port is written for Keras 2, which runs here as tf-keras: install it with "
+            f"`pip install tf-keras~={_tensorflow_version()}` (or check it with --keras 3)"
+        )
+    if "tensorflow" in sys.modules and not legacy_keras_enabled():
+        return (
+            "a Keras 2 port needs TF_USE_LEGACY_KERAS=1 before TensorFlow is imported; "
+            "run parity check in a fresh process (or set the variable yourself)"
         )
     os.environ[LEGACY_ENV] = "1"
     return ""
+
+
+def _tensorflow_version() -> str:
+    from importlib import metadata
+
+    for name in ("tensorflow", "tensorflow-cpu"):
+        try:
+            return ".".join(metadata.version(name).split(".")[:2]) + ".0"
+        except metadata.PackageNotFoundError:
+            continue
+    return "2.21.0"
 
 
 # -- bench -------------------------------------------------------------------------------------
@@ -690,7 +714,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.dont_write_bytecode = True  # a port's module is imported; leave its folder as it was
     # Softmax over one position (PAM on 1x1, CAM with one channel) is expected here.
     warnings.filterwarnings("ignore", message="You are using a softmax over axis")
-    if args.command == "check" and (args.legacy_keras or (args.port and looks_legacy(args.port))):
+    if args.command == "check" and _keras_major(args) == "2":
         problem = _enable_legacy_keras()
         if problem:
             print(f"parity: error: {problem}", file=sys.stderr)

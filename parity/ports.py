@@ -13,10 +13,8 @@ import contextlib
 import importlib
 import inspect
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import keras
@@ -24,9 +22,11 @@ import numpy as np
 
 from parity.frameworks import (
     is_layer,
+    keras_resolved_to_tf_keras,
     layer_classes,
     port_keras,
     variable_path,
+    working_directory_on_path,
 )
 
 
@@ -70,10 +70,10 @@ def import_target(target: str, option: str = "--port", what: str = "FACTORY") ->
     module_name, sep, attribute = target.partition(":")
     if not sep or not module_name or not attribute:
         raise PortLoadError(f"{option} expects MODULE:{what}. Received: {target!r}")
-    if str(Path.cwd()) not in sys.path and "" not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
+    working_directory_on_path()
     try:
-        module = importlib.import_module(module_name)
+        with keras_resolved_to_tf_keras():
+            module = importlib.import_module(module_name)
     except Exception as error:
         raise PortLoadError(
             f"cannot import module {module_name!r} for {option} {target}: "
