@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -714,6 +715,10 @@ def main(argv: list[str] | None = None) -> int:
     sys.dont_write_bytecode = True  # a port's module is imported; leave its folder as it was
     # Softmax over one position (PAM on 1x1, CAM with one channel) is expected here.
     warnings.filterwarnings("ignore", message="You are using a softmax over axis")
+    if args.command == "check":  # Keras' advice to the port's author (input_shape=...) is
+        # not the check's output, and a function port repeats it for every shape it is traced on
+        warnings.filterwarnings("ignore", module=r"(keras|tf_keras|tensorflow)(\.|$)")
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
     if args.command == "check" and _keras_major(args) == "2":
         problem = _enable_legacy_keras()
         if problem:

@@ -44,6 +44,9 @@ class PortCrashed(PortError):
     """The port raised on an input: a shape to find, unlike weights it cannot hold."""
 
 
+_KERAS2_FUNCTION = "KerasTensor cannot be used as input to a TensorFlow function"
+"""Keras 3's refusal of code written for Keras 2's functional API (TFOpLambda)."""
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _OP_DETAIL = re.compile(r"\}\}\s*(.*?)\s*\[Op:")
 
@@ -210,6 +213,11 @@ def instantiate(factory: Callable, channels: int, x: np.ndarray) -> PortInstance
             try:
                 outputs = port(inputs)
             except Exception as error:
+                if _KERAS2_FUNCTION in str(error):
+                    raise PortLoadError(
+                        "the port function applies TensorFlow ops to Keras tensors, which "
+                        "only Keras 2 allows: check it with --keras 2"
+                    ) from error
                 raise PortCrashed(
                     f"the port function failed on a symbolic Keras input of shape "
                     f"{tuple(x.shape)}: {type(error).__name__}: {describe_error(error)}"

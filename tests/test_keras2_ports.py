@@ -88,3 +88,20 @@ def test_keras2_port_without_tf_keras_is_exit_2_with_the_install_command(monkeyp
     assert status == 2, out + err
     assert "the port is written for Keras 2" in err and "pip install tf-keras~=2.21.0" in err
     assert "Traceback" not in err
+
+
+def test_tf_ops_on_keras_tensors_ask_for_keras_2(capsys):
+    """Keras 3 refuses such a function at trace time: that is the wrong Keras, not a wrong port."""
+    port = "tests.power.tf_ops_ports:cam_tf_ops_function"
+    status, out, err = run(["check", "cam", "--port", port], capsys)
+    assert status == 2, out + err
+    assert "applies TensorFlow ops to Keras tensors, which only Keras 2 allows" in err
+    assert "--keras 2" in err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tf_keras") is None, reason="needs tf-keras")
+def test_keras_2_can_be_forced_and_a_function_port_with_a_static_batch_passes():
+    port = "tests.power.tf_ops_ports:cam_tf_ops_function"
+    result = parity("cam", "--port", port, "--keras", "2", "--examples", "6")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Warning" not in result.stderr, result.stderr

@@ -51,3 +51,28 @@ class CAM_Module(Layer):  # noqa: N801
         attention = K.softmax(energy)
         out = K.batch_dot(proj, attention)  # attention^T applied
         return self.gamma * K.reshape(out, shape) + x
+
+
+def pam_function(in_dim):
+    """Faithful, as a function of a Keras tensor: layers built inline, sizes (the batch
+    too) read from the static shape, keras.backend ops on Keras tensors."""
+
+    def pam(x):
+        b, h, w, c = K.int_shape(x)
+        query = K.reshape(Conv2D(c // 8, 1, name="query_conv")(x), (b, h * w, c // 8))
+        key = K.reshape(Conv2D(c // 8, 1, name="key_conv")(x), (b, h * w, c // 8))
+        value = K.reshape(Conv2D(c, 1, name="value_conv")(x), (b, h * w, c))
+        attention = K.softmax(K.batch_dot(query, key, axes=(2, 2)))
+        out = K.reshape(K.batch_dot(attention, value, axes=(2, 1)), (b, h, w, c))
+        return _Gamma(name="gamma")(out) + x
+
+    return pam
+
+
+class _Gamma(Layer):
+    def build(self, input_shape):
+        self.gamma = self.add_weight(name="gamma", shape=(1,), initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, x):
+        return self.gamma * x

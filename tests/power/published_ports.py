@@ -52,7 +52,8 @@ def pam_static_batch(channels):
 
     def pam(x):
         batch, height, width, c = x.shape
-        query = ops.reshape(layers.Conv2D(c // 8, 1, name="query")(x), (batch, -1, c // 8))
+        query_conv = layers.Conv2D(c // 8, 1, name="query", input_shape=(height, width, c))
+        query = ops.reshape(query_conv(x), (batch, -1, c // 8))
         key = ops.reshape(layers.Conv2D(c // 8, 1, name="key")(x), (batch, -1, c // 8))
         value = ops.reshape(layers.Conv2D(c, 1, name="value")(x), (batch, -1, c))
         attention = ops.softmax(ops.matmul(query, ops.transpose(key, (0, 2, 1))))
@@ -208,3 +209,4 @@ def cam_views_nhwc_as_nchw(channels):
         return scale(out) + x
 
     return cam
+
