@@ -594,7 +594,8 @@ def _enable_legacy_keras() -> str:
     if importlib.util.find_spec("tf_keras") is None:
         return (
             "the port is written for Keras 2, which runs here as tf-keras: install it with "
-            f"`pip install tf-keras~={_tensorflow_version()}` (or check it with --keras 3)"
+            f"`pip install --no-deps tf-keras~={_tensorflow_version()}` "
+            "(or check it with --keras 3)"
         )
     if "tensorflow" in sys.modules and not legacy_keras_enabled():
         return (

@@ -24,7 +24,7 @@ import torch.nn.functional as F  # noqa: N812 -- PyTorch's convention
 from parity import autodiff
 from parity.engine import Checker, ExampleReport, _check_shapes, judge
 from parity.layout import from_data_format, load_state_dict, to_data_format
-from parity.ports import PortCrashed, PortError
+from parity.ports import PortCrashed
 from parity.strategies import Example
 
 ADAM_EPSILON = 1e-3

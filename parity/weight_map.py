@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from fnmatch import fnmatchcase
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import numpy as np
