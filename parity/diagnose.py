@@ -38,6 +38,8 @@ class Finding:
     explains: bool
     residual: float  # worst ratio of the port against this hypothesis' prediction
     suggestion: str = ""
+    explains_failing_example: bool = False  # on the counterexample itself, not the richer one
+    composed: bool = False  # two known bugs at once
 
     def as_dict(self):
         return {
@@ -257,7 +259,7 @@ class Diagnoser:
                 results += [
                     self._variant(r, d, both) for r, d in zip(examples[1:], datas[1:], strict=True)
                 ]
-            finding = _finding(both.name, both.cause, results)
+            finding = replace(_finding(both.name, both.cause, results), composed=True)
             findings.append(finding)
             if finding.explains:
                 break
@@ -405,11 +407,28 @@ class Diagnoser:
             )
             findings.insert(0, Finding("precision-level deviation", cause, True, math.nan))
             return Diagnosis(True, cause, findings)
-        tested = [f for f in findings if math.isfinite(f.residual)]
-        if not tested:
-            return Diagnosis(False, "no named hypothesis applies to this module", findings)
-        closest = ", ".join(f"{f.hypothesis} ({f.residual:.2g}x)" for f in tested[:3])
-        return Diagnosis(False, f"no named hypothesis explains it; closest: {closest}", findings)
+        return Diagnosis(False, _unexplained(findings, len(examples)), findings)
+
+
+def _unexplained(findings: list[Finding], examples: int) -> str:
+    """The closest single hypotheses with their residuals, those that explain the failing
+    example but not the richer one, and how many pairs were tried."""
+    singles = [f for f in findings if math.isfinite(f.residual) and not f.composed]
+    if not singles:
+        return "no named hypothesis applies to this module"
+    text = "no named hypothesis explains it; closest: " + ", ".join(
+        f"{f.hypothesis} ({f.residual:.2g}x)" for f in singles[:3]
+    )
+    partial = [f.hypothesis for f in singles if f.explains_failing_example]
+    if partial and examples > 1:
+        text += (
+            f"; {', '.join(partial)} explains the failing example but not a richer one "
+            "(batch 2, H != W): another bug is there too"
+        )
+    pairs_tried = [f for f in findings if f.composed]
+    if pairs_tried:
+        text += f"; no pair of known bugs explains it either ({len(pairs_tried)} tried)"
+    return text
 
 
 def _names_contradicted(current, swapped, name_of) -> str:
@@ -456,7 +475,7 @@ def _merge_query_key(findings: list[Finding]) -> list[Finding]:
 def _finding(name, cause, results, suggestion="") -> Finding:
     explains = all(ok for ok, _ in results)
     residual = max(r for _, r in results)
-    return Finding(name, cause, explains, residual, suggestion if explains else "")
+    return Finding(name, cause, explains, residual, suggestion if explains else "", results[0][0])
 
 
 def diagnose(checker: Checker, example: Example) -> Diagnosis:

@@ -210,3 +210,21 @@ def cam_views_nhwc_as_nchw(channels):
 
     return cam
 
+
+
+class CAMFirstSampleAttention(layers.Layer):
+    """Two bugs, one of them unnamed: ``softmax(energy)`` without the max-minus step, and
+    sample 0's attention applied to every sample (an indexing slip). No known bug or pair
+    explains it, and its minimal counterexample has batch 1: nothing may be named as the
+    cause, a leak across the batch least of all."""
+
+    def __init__(self, in_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.gamma = self.add_weight(name="gamma", shape=(1,), initializer="zeros")
+
+    def call(self, x):
+        b, h, w, c = tf.unstack(tf.shape(x))
+        features = tf.reshape(x, (b, h * w, c))
+        attention = tf.nn.softmax(tf.matmul(features, features, transpose_a=True))[0]
+        out = tf.einsum("bnc,dc->bnd", features, attention)
+        return self.gamma * tf.reshape(out, tf.shape(x)) + x
