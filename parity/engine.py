@@ -237,9 +237,10 @@ class Checker:
         """Compare the port with the reference on one example (options: ``_check``).
 
         A port that fails on an instance built for another input shape is checked again on
-        an instance built for this one, with the same weights loaded. When the verdict
-        changes, the port pins the shape of its first build (``input_spec``, static
-        reshapes): it is said in a note, and from then on each shape gets its own instance.
+        an instance built for this one, with the same weights loaded. When the fresh one
+        does better (runs where the other crashed, passes where it failed), the port pins
+        the shape of its first build (``input_spec``, static reshapes): it is said in a note,
+        and from then on each shape gets its own instance.
         """
         reused = self._layer_ports.get(example.channels)
         shape = _port_shape(example.shape, self.pair.data_format)
@@ -250,7 +251,7 @@ class Checker:
             return first
         self.one_instance_per_shape = True
         second = _attempt(self._check, example, **options)
-        if _verdict(second) == _verdict(first):
+        if _VERDICTS.index(_verdict(second)) <= _VERDICTS.index(_verdict(first)):
             self.one_instance_per_shape = False
             second = first
         elif SHAPE_BOUND_NOTE not in self.notes:
@@ -322,6 +323,9 @@ def _attempt(check, example, **options):
         return check(example, **options)
     except PortError as error:
         return error
+
+
+_VERDICTS = ("crash", "fail", "pass")  # worst to best
 
 
 def _verdict(outcome) -> str:
