@@ -12,6 +12,7 @@ import importlib.util
 import json
 import logging
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -242,7 +243,7 @@ def replay_command(args, module: str, example) -> str:
         parts.append(f"--port {args.port}")
     if args.weight_map:
         parts.append(f"--weight-map {args.weight_map}")
-    parts += [f"--absent {pattern}" for pattern in args.absent]
+    parts += [f"--absent {shlex.quote(pattern)}" for pattern in args.absent]
     if args.legacy_keras:
         parts.append("--legacy-keras")
     if args.keras:
