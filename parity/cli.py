@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import logging
 import os
+import shlex
 import signal
 import sys
 import tempfile
@@ -112,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
         help='reference parameter -> port weight path, e.g. {"query_conv.weight": "pam/q/kernel"}',
     )
     check.add_argument(
+        "--absent",
+        action="append",
+        default=[],
+        metavar="PARAM",
+        help="a reference parameter your port does not have, e.g. query_conv.bias (a glob, "
+        "repeatable: '*.bias' for use_bias=False): held at zero in the reference",
+    )
+    check.add_argument(
         "--spec",
         metavar="MODULE:PAIR",
         help="check a module pair of your own (a parity.spec.ModulePair)",
@@ -137,11 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
         "statistics), a cross-entropy on the outputs, then this optimizer's step",
     )
     check.add_argument(
-        "--legacy-keras",
-        action="store_true",
-        help="the port is written for tf.keras 2 (needs tf-keras; detected from the port's "
-        "source when it mentions tf.keras)",
+        "--keras",
+        choices=["3", "2"],
+        help="the Keras the port is written for (default: detected from its source: tf.keras, "
+        "keras.backend functions Keras 3 removed, Keras 2 module paths mean 2; 2 needs tf-keras)",
     )
+    check.add_argument("--legacy-keras", action="store_true", help="the same as --keras 2")
     bench = commands.add_parser(
         "bench",
         help="time and measure the Keras port against the PyTorch reference",
@@ -287,15 +299,25 @@ def _pairs(args) -> list:
             )
         pairs = [BUILTIN_PAIRS[name] for name in (args.modules or BUILTIN_PAIRS)]
     if args.port is None:
-        if args.weight_map or args.data_format:
-            raise UsageError("--weight-map and --data-format describe a port: give --port too")
+        if args.weight_map or args.data_format or args.absent:
+            raise UsageError(
+                "--weight-map, --absent and --data-format describe a port: give --port too"
+            )
         return pairs
     if len(pairs) != 1:
         raise UsageError("--port checks one module: name it (parity check pam --port ...)")
     try:
         factory = load_factory(args.port)
         weight_map = read_weight_map(args.weight_map) if args.weight_map else None
-        return [with_port(pairs[0], factory, weight_map=weight_map, data_format=args.data_format)]
+        return [
+            with_port(
+                pairs[0],
+                factory,
+                weight_map=weight_map,
+                data_format=args.data_format,
+                absent=tuple(args.absent),
+            )
+        ]
     except (PortLoadError, WeightMapError) as error:
         raise UsageError(str(error)) from None
 
@@ -307,8 +329,11 @@ def replay_command(args, module: str, example) -> str:
         parts.append(f"--port {args.port}")
     if args.weight_map:
         parts.append(f"--weight-map {args.weight_map}")
+    parts += [f"--absent {shlex.quote(pattern)}" for pattern in args.absent]
     if args.legacy_keras:
         parts.append("--legacy-keras")
+    if args.keras:
+        parts.append(f"--keras {args.keras}")
     if args.data_format:
         parts.append(f"--data-format {args.data_format}")
     if args.train:
@@ -464,7 +489,7 @@ def _preflight(checker, outcome: Outcome) -> None:
     """Build the port once and bind its weights before any example: a port that cannot
     hold the weights fails the same way on every example, so there is nothing to shrink;
     a bad weight map is a usage error."""
-    from parity.ports import PortError
+    from parity.ports import PortCrashed, PortError
     from parity.strategies import Example
 
     pair = checker.pair
@@ -475,9 +500,28 @@ def _preflight(checker, outcome: Outcome) -> None:
         x = x.transpose(0, 2, 3, 1)
     try:
         checker.bindings(checker.port(channels, x), channels)
-    except PortError as error:
-        if not str(error).startswith("the port raised"):  # a crash: find its minimal shape
-            outcome.counterexample, outcome.failure = example, str(error)
+    except PortCrashed:  # a crash: the examples find its minimal shape
+        pass
+    except PortError as error:  # weights it cannot hold: no shape is involved
+        outcome.failure = str(error)
+
+
+def _absent_failure(checker, outcome: Outcome) -> str:
+    """Why a port that lacks reference parameters fails though the rest may match."""
+    absent = checker.undeclared_absent
+    judged = (
+        f"with them held at zero in the reference, the rest of the port matches it on "
+        f"{outcome.examples_run} examples"
+        if outcome.counterexample is None
+        else "the rest was checked with them held at zero in the reference"
+    )
+    example = {"query_conv.bias": None} if "query_conv.bias" in absent else {absent[0]: None}
+    flags = " ".join(f"--absent {key}" for key in absent)
+    return (
+        f"the port has no counterpart for {', '.join(absent)} (use_bias=False?); {judged}. "
+        f"If it has none on purpose, declare it: {flags}, or null in the weight map "
+        f"({json.dumps(example)})"
+    )
 
 
 def _table(outcome: Outcome, policy) -> str:
@@ -501,7 +545,6 @@ def _table(outcome: Outcome, policy) -> str:
 
 def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
     from parity.assertions import checker_for
-    from parity.diagnose import diagnose
     from parity.ports import PortLoadError
     from parity.weight_map import WeightMapError
 
@@ -518,10 +561,12 @@ def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
         progress.close()
         raise UsageError(f"{pair.name}: {error}") from None
     progress.close()
+    if checker.undeclared_absent and outcome.passed:
+        outcome.failure = _absent_failure(checker, outcome)
     if outcome.counterexample is not None and not outcome.failure:
         # Every tensor of the counterexample, gradients included (the search may have
         # stopped at a failing forward pass): the table and the lines below it agree.
-        outcome.report = checker.check(outcome.counterexample, keep=True)
+        outcome.report = _recheck(pair, args, checker, outcome.counterexample)
         outcome.tally(outcome.report.comparisons)
     if outcome.worst:
         print(_table(outcome, checker.policy), file=out)
@@ -529,37 +574,88 @@ def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
     if outcome.passed:
         print(f"{pair.name}: pass ({time.perf_counter() - started:.1f} s)", file=out)
     else:
-        example = outcome.counterexample
         print(f"{pair.name}: FAIL", file=out)
-        if example is not None:
-            print(
-                f"Minimal counterexample: batch={example.batch}, channels={example.channels}, "
-                f"H={example.height}, W={example.width}, scale={example.scale}, "
-                f"seed={example.seed}",
-                file=out,
-            )
-        if outcome.failure:
-            print(outcome.failure, file=out)
-        if example is not None and args.train:
-            from parity.assertions import training_checker_for
-            from parity.compare import describe_failures
-            from parity.training import OPTIMIZERS
-
-            step = training_checker_for(pair).check(example, OPTIMIZERS[args.train])
-            print(describe_failures(step.comparisons), file=out)
-        elif example is not None:
-            if not outcome.failure:
-                from parity.compare import describe_failures
-
-                print(describe_failures(outcome.report.comparisons), file=out)
-            diagnosis = diagnose(checker, example)
-            if not diagnosis.restates_error:
-                print(diagnosis.text(), file=out)
-            print(f"Replay: {replay_command(args, pair.name, example)}", file=out)
+        diagnosis = _print_failure(pair, args, outcome, checker, out)
+    if checker.undeclared_absent and outcome.counterexample is not None:
+        print(_absent_failure(checker, outcome), file=out)
+    elif checker.declared_absent:
+        print(
+            "Note: held at zero in the reference, as declared (the port has no counterpart): "
+            + ", ".join(checker.declared_absent),
+            file=out,
+        )
+    for note in checker.notes:
+        print(f"Note: {note}", file=out)
     if report_dir is not None:
         path = _write_report(pair, args, report_dir, outcome, diagnosis, checker)
         print(f"{pair.name}: report written to {path}", file=out)
     return outcome.passed
+
+
+def _print_failure(pair, args, outcome: Outcome, checker, out):
+    """The failure, its diagnosis and, where a shape is involved, the minimal
+    counterexample and its replay command, printed only once a fresh check reproduces it."""
+    from parity.compare import describe_failures
+    from parity.diagnose import Diagnosis, diagnose
+
+    example = outcome.counterexample
+    if example is None:  # weights the port cannot hold
+        print(outcome.failure, file=out)
+        return Diagnosis(True, outcome.failure, restates_error=True)
+    if args.example is None and not replays(pair, example, args.train):
+        outcome.counterexample = None
+        outcome.failure = (
+            f"the port failed on {example.to_text()} after other examples, and passes when "
+            "that example is checked alone: its result depends on what it ran before "
+            "(state kept between calls)"
+        )
+        print(outcome.failure, file=out)
+        return Diagnosis(False, outcome.failure, restates_error=True)
+    print(
+        f"Minimal counterexample: batch={example.batch}, channels={example.channels}, "
+        f"H={example.height}, W={example.width}, scale={example.scale}, seed={example.seed}",
+        file=out,
+    )
+    if outcome.failure:
+        print(outcome.failure, file=out)
+    else:
+        outcome.report = outcome.report or _recheck(pair, args, checker, example)
+        print(describe_failures(outcome.report.comparisons), file=out)
+    diagnosis = None
+    if not args.train:  # the diagnosis' hypotheses are about evaluation mode
+        diagnosis = diagnose(checker, example)
+        if not diagnosis.restates_error:
+            print(diagnosis.text(), file=out)
+    print(f"Replay: {replay_command(args, pair.name, example)}", file=out)
+    return diagnosis
+
+
+def _recheck(pair, args, checker, example):
+    """The full check of one example, arrays kept: a training step with --train."""
+    if not args.train:
+        return checker.check(example, keep=True)
+    from parity.assertions import training_checker_for
+    from parity.training import OPTIMIZERS
+
+    return training_checker_for(pair).check(example, OPTIMIZERS[args.train])
+
+
+def replays(pair, example, train: str | None = None) -> bool:
+    """Whether ``example`` fails when checked as its replay command checks it: a fresh
+    checker, the port built on the preflight shape first, then the example alone (one
+    training step with ``train``, the optimizer's name)."""
+    from parity.engine import Checker
+    from parity.ports import PortError
+    from parity.training import OPTIMIZERS, TrainingChecker
+
+    checker = Checker(pair)
+    _preflight(checker, Outcome(pair.name))
+    try:
+        if train:
+            return not TrainingChecker(checker).check(example, OPTIMIZERS[train]).passed
+        return not checker.check(example).passed
+    except PortError:
+        return True
 
 
 def _write_report(pair, args, report_dir, outcome, diagnosis, checker) -> Path:
@@ -654,20 +750,42 @@ def _picture_report(checker, outcome: Outcome):
 # -- legacy tf.keras ------------------------------------------------------------------------------
 
 
+def _keras_major(args) -> str:
+    """'2' for a port written for Keras 2 (asked for, or detected from its source)."""
+    if args.keras:
+        return args.keras
+    if args.legacy_keras or ((args.port or args.spec) and looks_legacy(args.port or args.spec)):
+        return "2"
+    return "3"
+
+
 def _enable_legacy_keras() -> str:
-    """Hand tf.keras 2 out as tf.keras: possible only before TensorFlow is imported."""
-    if "tensorflow" in sys.modules and not legacy_keras_enabled():
-        return (
-            "a tf.keras 2 port needs TF_USE_LEGACY_KERAS=1 before TensorFlow is imported; "
-            "run parity check in a fresh process (or set the variable yourself)"
-        )
+    """Hand tf.keras 2 out as tf.keras (and ``keras`` to the port): possible only before
+    TensorFlow is imported."""
     if importlib.util.find_spec("tf_keras") is None:
         return (
-            "the port is written for tf.keras 2: install tf-keras (pip install --no-deps "
-            "tf-keras==<your TensorFlow version>) or run it under Keras 3"
+            "the port is written for Keras 2, which runs here as tf-keras: install it with "
+            f"`pip install --no-deps tf-keras~={_tensorflow_version()}` "
+            "(or check it with --keras 3)"
+        )
+    if "tensorflow" in sys.modules and not legacy_keras_enabled():
+        return (
+            "a Keras 2 port needs TF_USE_LEGACY_KERAS=1 before TensorFlow is imported; "
+            "run parity check in a fresh process (or set the variable yourself)"
         )
     os.environ[LEGACY_ENV] = "1"
     return ""
+
+
+def _tensorflow_version() -> str:
+    from importlib import metadata
+
+    for name in ("tensorflow", "tensorflow-cpu"):
+        try:
+            return ".".join(metadata.version(name).split(".")[:2]) + ".0"
+        except metadata.PackageNotFoundError:
+            continue
+    return "2.21.0"
 
 
 # -- bench -------------------------------------------------------------------------------------
@@ -814,7 +932,11 @@ def _main(argv: list[str] | None) -> int:
     sys.dont_write_bytecode = True  # a port's module is imported; leave its folder as it was
     # Softmax over one position (PAM on 1x1, CAM with one channel) is expected here.
     warnings.filterwarnings("ignore", message="You are using a softmax over axis")
-    if args.command == "check" and (args.legacy_keras or (args.port and looks_legacy(args.port))):
+    if args.command == "check":  # Keras' advice to the port's author (input_shape=...) is
+        # not the check's output, and a function port repeats it for every shape it is traced on
+        warnings.filterwarnings("ignore", module=r"(keras|tf_keras|tensorflow)(\.|$)")
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    if args.command == "check" and _keras_major(args) == "2":
         problem = _enable_legacy_keras()
         if problem:
             print(f"parity: error: {problem}", file=sys.stderr)

@@ -21,10 +21,10 @@ import torch
 from parity.compare import compare, floor_arguments
 from parity.engine import Checker, ExampleData, ExampleReport
 from parity.layout import CONV_KERNEL, Binding, Layout
-from parity.ports import PortError
+from parity.ports import PortCrashed, PortError
 from parity.strategies import Example
-from parity.variants import output_permutations, residual_variants
-from parity.weight_map import reference_role
+from parity.variants import output_permutations, pairs, residual_variants
+from parity.weight_map import name_role, reference_role
 
 PRECISION_LIMIT = 3e-2
 """A failure whose relative errors all stay below this is precision-level, not structural:
@@ -38,6 +38,8 @@ class Finding:
     explains: bool
     residual: float  # worst ratio of the port against this hypothesis' prediction
     suggestion: str = ""
+    explains_failing_example: bool = False  # on the counterexample itself, not the richer one
+    composed: bool = False  # two known bugs at once
 
     def as_dict(self):
         return {
@@ -166,14 +168,13 @@ class Diagnoser:
             )
             swapped.append(Binding(b.torch_key, partner.variable, b.layout) if partner else b)
         if any(s.variable is not b.variable for s, b in zip(swapped, current, strict=True)):
-            suggestion = json.dumps(
-                {b.torch_key: instance.name_of(b.variable) for b in swapped}, indent=2
-            )
+            mapping = {b.torch_key: instance.name_of(b.variable) for b in swapped}
+            mapping.update({key: None for key in self.checker.declared_absent})
+            suggestion = json.dumps(mapping, indent=2)
             hypotheses.append(
                 (
                     "query and key named the other way round",
-                    "the math is right, but the port names its query and key convolutions the "
-                    "other way round; fix the weight map, not the port",
+                    _names_contradicted(current, swapped, instance.name_of),
                     swapped,
                     f"Pass this as --weight-map FILE.json:\n{suggestion}",
                 )
@@ -245,7 +246,26 @@ class Diagnoser:
         )
         if singles.passed:
             cause += "; with batch 1 the port is right"
-        return Finding("information leaking across the batch", cause, True, singles.worst().ratio)
+        return Finding(
+            "information leaking across the batch", cause, singles.passed, singles.worst().ratio
+        )
+
+    def pairs_of_bugs(self, variants, examples, datas) -> list[Finding]:
+        """Two known bugs at once, tried when no single one explains the failure; stops at
+        the first pair that does. A pair is run on the richer example only once it
+        explains the failing one."""
+        findings = []
+        for both in pairs(variants):
+            results = [self._variant(examples[0], datas[0], both)]
+            if results[0][0]:
+                results += [
+                    self._variant(r, d, both) for r, d in zip(examples[1:], datas[1:], strict=True)
+                ]
+            finding = replace(_finding(both.name, both.cause, results), composed=True)
+            findings.append(finding)
+            if finding.explains:
+                break
+        return findings
 
     # -- a port that could not be compared -------------------------------------------------
     def _runs(self, example: Example) -> bool:
@@ -261,7 +281,7 @@ class Diagnoser:
         shapes = getattr(error, "shapes", None)
         if shapes is not None:
             return self._diagnose_shapes(error, *shapes)
-        if not str(error).startswith("the port raised"):
+        if not isinstance(error, PortCrashed):
             return Diagnosis(True, str(error), restates_error=True)
         h, w = example.height, example.width
         findings = []
@@ -349,14 +369,18 @@ class Diagnoser:
                 results.append(self._reloaded(r, d, bindings))
             findings.append(_finding(name, cause, results, suggestion))
         outputs = sum(name.startswith("output") for name in report.truth)
-        for variant in self.variants(example, outputs):
+        variants = self.variants(example, outputs)
+        for variant in variants:
             results = [self._variant(r, d, variant) for r, d in zip(examples, datas, strict=True)]
             findings.append(_finding(variant.name, variant.cause, results))
-        for r, d in zip(examples, datas, strict=True):
-            leak = self.batch_leak(r, d)
-            if leak:
-                findings.append(leak)
-                break
+        if example.batch >= 2:  # with batch 1 nothing can leak across the batch
+            for r, d in zip(examples, datas, strict=True):
+                leak = self.batch_leak(r, d)
+                if leak:
+                    findings.append(leak)
+                    break
+        if not any(f.explains for f in findings):
+            findings += self.pairs_of_bugs(variants, examples, datas)
 
         findings.sort(key=lambda f: (not f.explains, f.residual))
         findings = _merge_query_key(findings)
@@ -385,11 +409,51 @@ class Diagnoser:
             )
             findings.insert(0, Finding("precision-level deviation", cause, True, math.nan))
             return Diagnosis(True, cause, findings)
-        tested = [f for f in findings if math.isfinite(f.residual)]
-        if not tested:
-            return Diagnosis(False, "no named hypothesis applies to this module", findings)
-        closest = ", ".join(f"{f.hypothesis} ({f.residual:.2g}x)" for f in tested[:3])
-        return Diagnosis(False, f"no named hypothesis explains it; closest: {closest}", findings)
+        return Diagnosis(False, _unexplained(findings, len(examples)), findings)
+
+
+def _unexplained(findings: list[Finding], examples: int) -> str:
+    """The closest single hypotheses with their residuals, those that explain the failing
+    example but not the richer one, and how many pairs were tried."""
+    singles = [f for f in findings if math.isfinite(f.residual) and not f.composed]
+    if not singles:
+        return "no named hypothesis applies to this module"
+    text = "no named hypothesis explains it; closest: " + ", ".join(
+        f"{f.hypothesis} ({f.residual:.2g}x)" for f in singles[:3]
+    )
+    partial = [f.hypothesis for f in singles if f.explains_failing_example]
+    if partial and examples > 1:
+        text += (
+            f"; {', '.join(partial)} explains the failing example but not a richer one "
+            "(batch 2, H != W): another bug is there too"
+        )
+    pairs_tried = [f for f in findings if f.composed]
+    if pairs_tried:
+        text += f"; no pair of known bugs explains it either ({len(pairs_tried)} tried)"
+    return text
+
+
+def _names_contradicted(current, swapped, name_of) -> str:
+    """'the port's `k` computes the reference's query and its `q` the reference's key', when
+    the port's names say query and key; else that its weights were assigned the other way."""
+    owners = {}
+    for now, then in zip(current, swapped, strict=True):
+        role, kind = reference_role(now.torch_key)
+        if kind == "weight" and role in ("query", "key"):
+            owners[role] = name_of(then.variable).rsplit("/", 1)[0]
+    named = {role: name_role(name)[0] for role, name in owners.items()}
+    if set(owners) == {"query", "key"} and named == {"query": "key", "key": "query"}:
+        return (
+            f"the port's `{owners['query']}` computes the reference's query and its "
+            f"`{owners['key']}` the reference's key: its names say the opposite. Loaded "
+            "against their names, the weights make the port match (or, the same numbers, its "
+            "energy is key^T query); if the names are what is wrong, use the weight map below"
+        )
+    return (
+        "query and key are assigned the other way round: loaded into each other's "
+        "convolution, the weights make the port match (or, the same numbers, its energy is "
+        "key^T query); if the assignment is what is wrong, use the weight map below"
+    )
 
 
 def _merge_query_key(findings: list[Finding]) -> list[Finding]:
@@ -401,9 +465,7 @@ def _merge_query_key(findings: list[Finding]) -> list[Finding]:
         return findings
     merged = Finding(
         "query and key swapped",
-        "query and key roles are swapped: either the energy is computed as key^T query, or "
-        "the math is right and the port names its query and key convolutions the other way "
-        "round (then the fix is the weight map below, not the port)",
+        name_swap.cause,
         True,
         min(math_swap.residual, name_swap.residual),
         name_swap.suggestion,
@@ -415,7 +477,7 @@ def _merge_query_key(findings: list[Finding]) -> list[Finding]:
 def _finding(name, cause, results, suggestion="") -> Finding:
     explains = all(ok for ok, _ in results)
     residual = max(r for _, r in results)
-    return Finding(name, cause, explains, residual, suggestion if explains else "")
+    return Finding(name, cause, explains, residual, suggestion if explains else "", results[0][0])
 
 
 def diagnose(checker: Checker, example: Example) -> Diagnosis:

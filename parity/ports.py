@@ -13,10 +13,8 @@ import contextlib
 import importlib
 import inspect
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import keras
@@ -24,10 +22,11 @@ import numpy as np
 
 from parity.frameworks import (
     is_layer,
+    keras_resolved_to_tf_keras,
     layer_classes,
-    legacy_keras_enabled,
     port_keras,
     variable_path,
+    working_directory_on_path,
 )
 
 
@@ -40,6 +39,13 @@ class PortError(AssertionError):
     hold the reference's weights (exit status 1). An AssertionError, so that Hypothesis
     shrinks the example it happened on."""
 
+
+class PortCrashed(PortError):
+    """The port raised on an input: a shape to find, unlike weights it cannot hold."""
+
+
+_KERAS2_FUNCTION = "KerasTensor cannot be used as input to a TensorFlow function"
+"""Keras 3's refusal of code written for Keras 2's functional API (TFOpLambda)."""
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _OP_DETAIL = re.compile(r"\}\}\s*(.*?)\s*\[Op:")
@@ -67,10 +73,10 @@ def import_target(target: str, option: str = "--port", what: str = "FACTORY") ->
     module_name, sep, attribute = target.partition(":")
     if not sep or not module_name or not attribute:
         raise PortLoadError(f"{option} expects MODULE:{what}. Received: {target!r}")
-    if str(Path.cwd()) not in sys.path and "" not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
+    working_directory_on_path()
     try:
-        module = importlib.import_module(module_name)
+        with keras_resolved_to_tf_keras():
+            module = importlib.import_module(module_name)
     except Exception as error:
         raise PortLoadError(
             f"cannot import module {module_name!r} for {option} {target}: "
@@ -106,10 +112,11 @@ class PortInstance:
     untracked: list[str] = field(default_factory=list)  # "name shape", bare variables
     from_function: bool = False
     names: dict = field(default_factory=dict)  # id(weight) -> name, where paths say too little
+    built_for: tuple = ()  # the input shape it was built on
 
     def name_of(self, weight) -> str:
-        """The weight's path inside the port: 'query_conv/kernel', not 'my_pam_3/query_conv/kernel'
-        (the port's own name could say 'query' and 'key' at once)."""
+        """The weight's path inside the port by the author's attribute names ('q/kernel'),
+        the same for every instance (not 'my_pam_3/conv2d_9/kernel')."""
         path = self.names.get(id(weight)) or variable_path(weight)
         return path.removeprefix(f"{self.layer.name}/")
 
@@ -199,13 +206,19 @@ def instantiate(factory: Callable, channels: int, x: np.ndarray) -> PortInstance
             _call(port, x, "building")
             layer, from_function = port, False
         elif callable(port):
-            inputs = port_keras().Input(shape=x.shape[1:], dtype="float32")
+            # A concrete batch: ports reshape with sizes read from x.shape, the batch too.
+            inputs = port_keras().Input(shape=x.shape[1:], batch_size=x.shape[0], dtype="float32")
             try:
                 outputs = port(inputs)
             except Exception as error:
-                raise PortError(
+                if _KERAS2_FUNCTION in str(error):
+                    raise PortLoadError(
+                        "the port function applies TensorFlow ops to Keras tensors, which "
+                        "only Keras 2 allows: check it with --keras 2"
+                    ) from error
+                raise PortCrashed(
                     f"the port function failed on a symbolic Keras input of shape "
-                    f"{(None, *x.shape[1:])}: {type(error).__name__}: {describe_error(error)}"
+                    f"{tuple(x.shape)}: {type(error).__name__}: {describe_error(error)}"
                 ) from error
             try:
                 layer, from_function = port_keras().Model(inputs, outputs), True
@@ -223,11 +236,7 @@ def instantiate(factory: Callable, channels: int, x: np.ndarray) -> PortInstance
     in_order = [w for w in created.weights if id(w) in tracked]
     in_order += [w for w in layer.weights if all(w is not seen for seen in in_order)]
     backing = {id(_backing(w)) for w in layer.weights}
-    names = {}
-    if legacy_keras_enabled():  # tf.keras 2 names a weight 'kernel:0', without its layer
-        for sub in layer._flatten_layers(include_self=True, recursive=True):
-            for weight in sub._trainable_weights + sub._non_trainable_weights:
-                names.setdefault(id(weight), f"{sub.name}/{variable_path(weight).split('/')[-1]}")
+    names = attribute_paths(layer)
     bare = [
         v for v in created.tf_variables if id(v) not in backing and getattr(v, "trainable", True)
     ]
@@ -237,9 +246,77 @@ def instantiate(factory: Callable, channels: int, x: np.ndarray) -> PortInstance
             for v in _bare_variables_in(port)
             if id(v) not in backing and all(v is not b for b in bare)
         ]
-    instance = PortInstance(layer, in_order, [_describe(v) for v in bare], from_function, names)
+    instance = PortInstance(
+        layer, in_order, [_describe(v) for v in bare], from_function, names, tuple(x.shape)
+    )
     _check_weights_persist(instance, x)
     return instance
+
+
+def _snake_case(name: str) -> str:
+    """Keras' default layer name for a class: Conv2D -> conv2d, BatchNormalization ->
+    batch_normalization."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _own_weights(layer) -> list:
+    """The weights a layer created itself, not those of its sub-layers."""
+    for trainable, frozen in (
+        ("_trainable_variables", "_non_trainable_variables"),  # Keras 3
+        ("_trainable_weights", "_non_trainable_weights"),  # tf.keras 2
+    ):
+        if hasattr(layer, trainable):
+            return [*getattr(layer, trainable), *getattr(layer, frozen, [])]
+    return []
+
+
+def _short_name(variable) -> str:
+    return variable_path(variable).split("/")[-1]
+
+
+def attribute_paths(layer) -> dict[int, str]:
+    """id(weight) -> its path by the names the author wrote: ``q/kernel`` for ``self.q =
+    Conv2D(...)``, ``alpha`` for ``self.alpha = self.add_weight(...)``. Layers reached by no
+    attribute (a traced function's) go by their names, with Keras' generated numbers
+    (``conv2d_7``) counted again from the start inside the port, so that the paths are the
+    same for every instance and can be written in a weight map."""
+    paths: dict[int, str] = {}
+    visited: set[int] = set()
+
+    def visit(value, path: str):
+        if is_layer(value):
+            walk(value, path)
+        elif hasattr(value, "assign") and hasattr(value, "shape"):
+            paths.setdefault(id(value), path)
+        elif isinstance(value, (list, tuple)):
+            for index, item in enumerate(value):
+                visit(item, f"{path}/{index}")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                visit(item, f"{path}/{key}")
+
+    def walk(sub, prefix: str):
+        if id(sub) in visited:
+            return
+        visited.add(id(sub))
+        join = f"{prefix}/" if prefix else ""
+        for name, value in list(vars(sub).items()):
+            if not name.startswith("_"):
+                visit(value, join + name)
+        for weight in _own_weights(sub):
+            paths.setdefault(id(weight), join + _short_name(weight))
+        counts: dict[str, int] = {}
+        for child in sub._flatten_layers(include_self=False, recursive=False):
+            base = _snake_case(type(child).__name__)
+            name = child.name
+            if re.fullmatch(rf"{re.escape(base)}(_\d+)?", name):
+                counts[base] = counts.get(base, -1) + 1
+                name = base if counts[base] == 0 else f"{base}_{counts[base]}"
+            walk(child, join + name)
+
+    walk(layer, "")
+    return paths
 
 
 def _call(layer, x, what):
@@ -247,7 +324,7 @@ def _call(layer, x, what):
         return layer(x)
     except Exception as error:
         when = f" {what}" if what else ""
-        raise PortError(
+        raise PortCrashed(
             f"the port raised {type(error).__name__}{when} on input of shape {x.shape}: "
             f"{describe_error(error)}"
         ) from error

@@ -162,8 +162,13 @@ def channels_first(pair: ModulePair) -> ModulePair:
     )
 
 
-def mapped_bindings(weight_map: dict[str, str] | None = None, ignore: tuple[str, ...] = ()):
-    """Bindings found by ``parity.weight_map``: names, creation order, or ``weight_map``."""
+def mapped_bindings(
+    weight_map: dict[str, str | None] | None = None,
+    ignore: tuple[str, ...] = (),
+    absent: tuple[str, ...] = (),
+):
+    """Bindings found by ``parity.weight_map``: names, creation order, or ``weight_map``;
+    ``absent`` (globs) declares reference parameters the port does not have."""
 
     def bindings(port, reference):
         shapes = {
@@ -172,7 +177,9 @@ def mapped_bindings(weight_map: dict[str, str] | None = None, ignore: tuple[str,
             if not any(fnmatchcase(key, pattern) for pattern in ignore)
         }
         try:
-            mapped = map_weights(shapes, port.weights, weight_map, name_of=port.name_of)
+            mapped = map_weights(
+                shapes, port.weights, weight_map, name_of=port.name_of, declared_absent=absent
+            )
         except PortError as error:
             if not port.untracked:
                 raise
@@ -212,16 +219,17 @@ def with_port(
     pair: ModulePair,
     factory: Callable[[int], Any],
     *,
-    weight_map: dict[str, str] | None = None,
+    weight_map: dict[str, str | None] | None = None,
     data_format: str | None = None,
     origin: str = "",
+    absent: tuple[str, ...] = (),
 ) -> ModulePair:
     """``pair`` checked against another port, its weights mapped by ``parity.weight_map``."""
     _check_one_parameter_per_weight(weight_map or {})
     return replace(
         pair,
         make_port=factory,
-        bindings=mapped_bindings(weight_map, pair.ignore),
+        bindings=mapped_bindings(weight_map, pair.ignore, absent),
         data_format=data_format or pair.data_format,
         origin=origin,
     )

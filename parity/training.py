@@ -25,7 +25,7 @@ from parity import autodiff
 from parity.engine import Checker, ExampleReport, _check_shapes, judge
 from parity.error_bound import RunningErrorBound
 from parity.layout import from_data_format, load_state_dict, to_data_format
-from parity.ports import PortError
+from parity.ports import PortCrashed
 from parity.strategies import Example
 
 ADAM_EPSILON = 1e-3
@@ -175,7 +175,7 @@ class TrainingChecker:
                 instance.layer, x, loss_of, [b.variable for b in trained], optimizer.keras()
             )
         except Exception as error:  # a crashing port fails, with its shape
-            raise PortError(
+            raise PortCrashed(
                 f"the port raised {type(error).__name__} in a training step on input of shape "
                 f"{x.shape}: {error}"
             ) from error

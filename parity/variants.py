@@ -21,9 +21,63 @@ Forward = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class Variant:
+    """The reference with a known bug. Variants compose (``compose``): one that rewrites
+    steps of the attention (``steps`` into ``family``) with one that rewrites other steps,
+    and one that wraps the module (``wrap``: a misread input, a missing residual) around
+    any other."""
+
     name: str
     cause: str  # what the port gets wrong, in a sentence
     forward: Forward
+    steps: tuple = ()  # ((slot, function), ...): the steps of ``family`` this bug changes
+    family: Callable | None = None  # {slot: function} -> Forward
+    wrap: Callable[[Forward], Forward] | None = None
+
+
+def _module(module, x):
+    return module(x)
+
+
+def _wrapping(name: str, cause: str, wrap) -> Variant:
+    return Variant(name, cause, wrap(_module), wrap=wrap)
+
+
+def _stepped(name: str, cause: str, family, **steps) -> Variant:
+    return Variant(name, cause, family(steps), tuple(steps.items()), family)
+
+
+def compose(first: Variant, second: Variant) -> Variant | None:
+    """Both bugs at once, where they touch different steps; None where they cannot."""
+    if first.family is not None and first.family is second.family:
+        slots = dict(first.steps)
+        if set(slots) & set(dict(second.steps)):
+            return None
+        forward = first.family({**slots, **dict(second.steps)})
+    elif first.wrap is not None and (second.wrap is None or first.name < second.name):
+        # A wrapper around the other bug; two wrappers nest once, in name order.
+        forward = first.wrap(second.forward)
+    else:
+        return None
+    return Variant(
+        f"{first.name} + {second.name}",
+        f"two bugs at once: {first.cause}; and {second.cause}",
+        forward,
+    )
+
+
+def pairs(variants: list[Variant]) -> list[Variant]:
+    """Every composable pair: those within one family first (the CAM pair of softmax
+    without the max-minus step and attention applied transposed among them), then a
+    wrapping bug around another."""
+    within, around = [], []
+    for i, first in enumerate(variants):
+        for second in variants[i + 1 :]:
+            for a, b in ((first, second), (second, first)):
+                both = compose(a, b)
+                if both is not None:
+                    (around if a.wrap is not None else within).append(both)
+                    break
+    return [*within, *around]
 
 
 # -- buffer reinterpretations (NCHW in, NCHW out) ------------------------------------------
@@ -54,35 +108,50 @@ def spatially_transposed(y: torch.Tensor) -> torch.Tensor:
 # -- generic variants ------------------------------------------------------------------------
 
 
-def _on_attention_term(scramble) -> Forward:
+def _on_attention_term(scramble):
     """x + scramble(f(x) - x): the residual is right, the module's own term is scrambled."""
 
-    def forward(module, x):
-        return x + scramble(module(x) - x)
+    def wrap(inner: Forward) -> Forward:
+        def forward(module, x):
+            return x + scramble(inner(module, x) - x)
 
-    return forward
+        return forward
+
+    return wrap
 
 
-def _computed_on(read, write) -> Forward:
+def _computed_on(read, write):
     """The term computed on a misread input and written back wrong; the residual right."""
 
+    def wrap(inner: Forward) -> Forward:
+        def forward(module, x):
+            misread = read(x)
+            return x + write(inner(module, misread) - misread)
+
+        return forward
+
+    return wrap
+
+
+def _without_residual(inner: Forward) -> Forward:
     def forward(module, x):
-        misread = read(x)
-        return x + write(module(misread) - misread)
+        return inner(module, x) - x
 
     return forward
 
 
-def _without_residual(module, x):
-    return module(x) - x
+def _gamma_zero(inner: Forward) -> Forward:
+    def forward(module, x):
+        return x + 0.0 * inner(module, x)  # keeps the graph: every gradient exists (as zeros)
+
+    return forward
 
 
-def _gamma_zero(module, x):
-    return x + 0.0 * module(x)  # keeps the graph, so every gradient exists (as zeros)
+def _gamma_one(inner: Forward) -> Forward:
+    def forward(module, x):
+        return x + (inner(module, x) - x) / module.gamma
 
-
-def _gamma_one(module, x):
-    return x + (module(x) - x) / module.gamma
+    return forward
 
 
 def _identity(y):
@@ -96,41 +165,41 @@ def residual_variants(square: bool, data_format: str = "channels_last") -> list[
     if data_format == "channels_first":
         read, write = write, read
     variants = [
-        Variant(
+        _wrapping(
             "NHWC read as NCHW",
             "channels and positions confused: the NHWC input is reshaped to (B, C, H, W) "
             "without a transpose before the attention",
             _computed_on(read, _identity),
         ),
-        Variant(
+        _wrapping(
             "NHWC read as NCHW, and written back the same way",
             "channels and positions confused: the NHWC input is reshaped to (B, C, H, W) "
             "without a transpose, and the result reshaped back to NHWC the same way",
             _computed_on(read, write),
         ),
-        Variant(
+        _wrapping(
             "(C, N) buffer written as NHWC",
             "the attention result, laid out as (B, C, N), is reshaped into (B, H, W, C) "
             "without a transpose",
             _on_attention_term(write),
         ),
-        Variant(
+        _wrapping(
             "positions flattened in the wrong order",
             "positions are flattened column-major (w * H + h) and unflattened row-major "
             "(h * W + w), or the other way round",
             _on_attention_term(column_major_positions),
         ),
-        Variant(
+        _wrapping(
             "residual missing",
             "the residual is missing: the port returns gamma * out instead of gamma * out + x",
             _without_residual,
         ),
-        Variant(
+        _wrapping(
             "gamma not loaded",
             "gamma is not loaded (or not trained): the port behaves as if gamma were 0",
             _gamma_zero,
         ),
-        Variant(
+        _wrapping(
             "gamma fixed at 1",
             "gamma is not loaded: the port behaves as if gamma were 1 (a common initial value)",
             _gamma_one,
@@ -138,7 +207,7 @@ def residual_variants(square: bool, data_format: str = "channels_last") -> list[
     ]
     if square:
         variants.append(
-            Variant(
+            _wrapping(
                 "spatial axes transposed",
                 "H and W are swapped between the input and the attention result",
                 _on_attention_term(spatially_transposed),
@@ -158,13 +227,30 @@ def _pam_parts(module, x):
     return query, key, value
 
 
-def _pam(energy_of, attend, apply) -> Forward:
+def _pam_family(steps: dict) -> Forward:
+    """PAM with some of its steps (energy, attend, apply) replaced."""
+    energy_of = steps.get("energy", torch.bmm)
+    attend = steps.get("attend", _softmax_last)
+    apply = steps.get("apply", _bmm_t)
+
     def forward(module, x):
         query, key, value = _pam_parts(module, x)
         attention = attend(energy_of(query, key))
         return module.gamma * apply(value, attention).reshape(x.shape) + x
 
     return forward
+
+
+def _softmax_last(energy):
+    return torch.softmax(energy, dim=-1)
+
+
+def _softmax_first(energy):
+    return torch.softmax(energy, dim=1)
+
+
+def _key_query_energy(query, key):
+    return torch.bmm(key.permute(0, 2, 1), query.permute(0, 2, 1))
 
 
 def _bmm_t(a, b):
@@ -204,26 +290,25 @@ PAM_VARIANTS = [
         "result reshaped into NHWC the same way",
         _pam_convs_read_as_nchw,
     ),
-    Variant(
+    _stepped(
         "softmax over the wrong axis",
         "the softmax normalises over the query positions (axis 1) instead of the key "
         "positions (the last axis)",
-        _pam(torch.bmm, lambda e: torch.softmax(e, dim=1), _bmm_t),
+        _pam_family,
+        attend=_softmax_first,
     ),
-    Variant(
+    _stepped(
         "attention applied transposed",
         "the attention matrix is applied untransposed: out = value @ attention instead of "
         "value @ attention^T",
-        _pam(torch.bmm, lambda e: torch.softmax(e, dim=-1), torch.bmm),
+        _pam_family,
+        apply=torch.bmm,
     ),
-    Variant(
+    _stepped(
         "query and key swapped",
         "query and key play each other's role in the energy (energy = key^T query)",
-        _pam(
-            lambda q, k: torch.bmm(k.permute(0, 2, 1), q.permute(0, 2, 1)),
-            lambda e: torch.softmax(e, dim=-1),
-            _bmm_t,
-        ),
+        _pam_family,
+        energy=_key_query_energy,
     ),
     Variant(
         "attention mixed across the batch",
@@ -237,7 +322,12 @@ PAM_VARIANTS = [
 # -- CAM ------------------------------------------------------------------------------------
 
 
-def _cam(energy_of, attend, apply) -> Forward:
+def _cam_family(steps: dict) -> Forward:
+    """CAM with some of its steps (energy, attend, apply) replaced."""
+    energy_of = steps.get("energy", _gram)
+    attend = steps.get("attend", _max_minus)
+    apply = steps.get("apply", torch.bmm)
+
     def forward(module, x):
         b, c = x.shape[:2]
         features = x.reshape(b, c, -1)  # (B, C, N)
@@ -260,28 +350,40 @@ def _cam_mixed_batch(features):
     return gram.expand(features.shape[0], *gram.shape)
 
 
+def _max_minus_first(energy):
+    return _max_minus(energy, dim=1)
+
+
+def _applied_transposed(attention, features):
+    return torch.bmm(attention.permute(0, 2, 1), features)
+
+
 CAM_VARIANTS = [
-    Variant(
+    _stepped(
         "softmax over the wrong axis",
         "the softmax normalises over axis 1 of the (B, C, C) energy instead of the last axis",
-        _cam(_gram, lambda e: _max_minus(e, dim=1), torch.bmm),
+        _cam_family,
+        attend=_max_minus_first,
     ),
-    Variant(
+    _stepped(
         "attention applied transposed",
         "the attention matrix is applied transposed: out = attention^T @ x",
-        _cam(_gram, _max_minus, lambda a, f: torch.bmm(a.permute(0, 2, 1), f)),
+        _cam_family,
+        apply=_applied_transposed,
     ),
-    Variant(
+    _stepped(
         "CAM without the max-minus step",
         "the max-minus step is missing: softmax(energy) instead of softmax(rowmax - energy), "
         "which is softmax(-energy)",
-        _cam(_gram, lambda e: torch.softmax(e, dim=-1), torch.bmm),
+        _cam_family,
+        attend=_softmax_last,
     ),
-    Variant(
+    _stepped(
         "attention mixed across the batch",
         "information leaks across the batch: one Gram matrix summed over all samples "
         "(right only when batch == 1)",
-        _cam(_cam_mixed_batch, _max_minus, torch.bmm),
+        _cam_family,
+        energy=_cam_mixed_batch,
     ),
 ]
 

@@ -1,11 +1,16 @@
 """Which weight of a port holds which parameter of the reference.
 
-In this order: an explicit map (JSON: ``{"query_conv.weight": "pam/q/kernel", ...}``); then
-names, where they say it (query, key, value, gamma; kernel/weight, bias; case and
-separators ignored); then the order the port created its weights in, among weights whose
-shapes fit. The layout of each pair (conv kernel, dense kernel, vector, scalar) follows
-from the two shapes. Whatever stays unmapped is an error that lists both sides. Port weights
-are named by their path inside the port (``query_conv/kernel``); a full path works too.
+In this order: an explicit map (JSON: ``{"query_conv.weight": "q/kernel", ...}``); then
+names, where they say it (query/q, key/k, value/v, gamma/alpha/beta/scale; kernel/weight,
+bias; case and separators ignored); then the order the port created its weights in, among
+weights whose shapes fit. The layout of each pair (conv kernel, dense kernel, vector,
+scalar) follows from the two shapes. Port weights are named by the attribute paths their
+author wrote (``q/kernel`` for ``self.q = Conv2D(...)``), the same in every instance.
+
+A reference bias the port lacks (``use_bias=False``) does not stop the check: it is held at
+zero in the reference and reported; the map declares such an absence with ``null``
+(``{"query_conv.bias": null}``). Whatever else stays unmapped is an error that lists both
+sides, and says in words when the port is another architecture.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +95,12 @@ def infer_layout(torch_shape: tuple[int, ...], keras_shape: tuple[int, ...]) -> 
     return None
 
 
-_ROLES = {"query": {"query", "q"}, "key": {"key", "k"}, "value": {"value", "v"}, "gamma": {"gamma"}}
+_ROLES = {
+    "query": {"query", "q"},
+    "key": {"key", "k"},
+    "value": {"value", "v"},
+    "gamma": {"gamma", "alpha", "beta", "scale"},
+}
 _KINDS = {"weight": {"weight", "kernel", "w"}, "bias": {"bias", "b"}}
 
 
@@ -113,12 +124,19 @@ def _role_and_kind(name: str) -> tuple[str | None, str | None]:
     return (roles.pop() if len(roles) == 1 else None), kind
 
 
+def name_role(name: str) -> tuple[str | None, str | None]:
+    """('query', 'weight') for a port weight 'q/kernel'; (None, 'bias') for 'conv2d/bias'."""
+    return _role_and_kind(name)
+
+
 def reference_role(key: str) -> tuple[str | None, str | None]:
     """('query', 'weight') for 'query_conv.weight'; ('gamma', None) for 'gamma'."""
     return _role_and_kind(key)
 
 
-def read_weight_map(path: str | Path) -> dict[str, str]:
+def read_weight_map(path: str | Path) -> dict[str, str | None]:
+    """Reference parameter -> port weight path; ``null`` declares a parameter the port does
+    not have (a bias under ``use_bias=False``)."""
     try:
         mapping = json.loads(Path(path).read_text())
     except OSError as error:
@@ -126,13 +144,28 @@ def read_weight_map(path: str | Path) -> dict[str, str]:
     except json.JSONDecodeError as error:
         raise WeightMapError(f"--weight-map {path} is not valid JSON: {error}") from error
     if not isinstance(mapping, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
+        isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in mapping.items()
     ):
         raise WeightMapError(
             f"--weight-map {path} must be a JSON object of reference parameter -> port weight "
-            'path, e.g. {"query_conv.weight": "pam/query/kernel"}'
+            'path (null: the port has none), e.g. {"query_conv.weight": "q/kernel", '
+            '"query_conv.bias": null}'
         )
     return mapping
+
+
+class Bindings(list):
+    """The bindings, and the reference parameters the port has no counterpart for: held at
+    zero in the reference (``absent``), of which ``declared`` the user said so."""
+
+    def __init__(self, bindings=(), absent=(), declared=()):
+        super().__init__(bindings)
+        self.absent = tuple(absent)
+        self.declared = tuple(declared)
+
+    @property
+    def undeclared(self) -> tuple[str, ...]:
+        return tuple(k for k in self.absent if k not in self.declared)
 
 
 def _port_name(weight) -> str:
@@ -142,22 +175,29 @@ def _port_name(weight) -> str:
 def map_weights(
     reference: Mapping[str, tuple[int, ...]],
     port_weights: list,
-    explicit: Mapping[str, str] | None = None,
+    explicit: Mapping[str, str | None] | None = None,
     name_of=None,
-) -> list[Binding]:
+    declared_absent: tuple[str, ...] = (),
+) -> Bindings:
     """Bind every reference parameter to one port weight, or raise PortError listing both sides.
 
     ``reference`` maps parameter names to shapes (reference order); ``port_weights`` are
     Keras variables in creation order; ``name_of(weight)`` is the name matched against the
-    reference's (default: the weight's path). An explicit map names full paths.
+    reference's (default: the weight's path). An explicit map names those paths (or full
+    ones), or ``None`` for a parameter the port does not have. Biases the port lacks are
+    returned as ``absent`` rather than refused.
     """
     name_of = name_of or _port_name
-    by_path = {name_of(w): w for w in port_weights}
-    by_path.update({_port_name(w): w for w in port_weights})
+    by_path = {_port_name(w): w for w in port_weights}
+    by_path.update({name_of(w): w for w in port_weights})
     explicit = dict(explicit or {})
-    unknown_keys = sorted(set(explicit) - set(reference))
+    declared = {k for k, v in explicit.items() if v is None}
+    declared |= {k for k in reference if any(fnmatchcase(k, p) for p in declared_absent)}
+    explicit = {k: v for k, v in explicit.items() if v is not None}
+    unknown_keys = sorted((set(explicit) | {k for k in declared}) - set(reference))
     unknown_paths = sorted(set(explicit.values()) - set(by_path))
     if unknown_keys or unknown_paths:
+        known_paths = [name_of(w) for w in port_weights]
         raise WeightMapError(
             "the weight map names "
             + "; ".join(
@@ -167,7 +207,7 @@ def map_weights(
                     f"(known: {list(reference)})"
                     if unknown_keys
                     else "",
-                    f"port weights that do not exist: {unknown_paths} (known: {list(by_path)})"
+                    f"port weights that do not exist: {unknown_paths} (known: {known_paths})"
                     if unknown_paths
                     else "",
                 )
@@ -192,7 +232,8 @@ def map_weights(
                 f"weight map: {key!r} {tuple(reference[key])} cannot be held by "
                 f"{path!r} {tuple(by_path[path].shape)}"
             )
-    for key in reference:
+    wanted = [k for k in reference if k not in declared]
+    for key in wanted:
         if key in bindings:
             continue
         role, kind = reference_role(key)
@@ -206,21 +247,69 @@ def map_weights(
         if len(candidates) == 1:
             bind(key, candidates[0])
     # One-element parameters (gamma) last, so that they cannot take a one-element bias.
-    for key in sorted(reference, key=lambda k: int(np.prod(reference[k])) == 1):
+    for key in sorted(wanted, key=lambda k: int(np.prod(reference[k])) == 1):
         if key in bindings:
             continue
         for weight in port_weights:
             if id(weight) not in taken and bind(key, weight):
                 break
-    missing = [k for k in reference if k not in bindings]
+    missing = [k for k in wanted if k not in bindings]
     extra = [w for w in port_weights if id(w) not in taken and w.trainable]
-    if problems or missing:
-        lines = [
-            *problems,
-            "reference parameters with no counterpart: "
-            + ", ".join(f"{k} {tuple(reference[k])}" for k in missing),
-            "port weights left over: "
-            + (", ".join(f"{_port_name(w)} {tuple(w.shape)}" for w in extra) or "none"),
-        ]
-        raise PortError("cannot map the reference's weights onto the port: " + "; ".join(lines))
-    return [bindings[k] for k in reference]
+    biases = [k for k in missing if reference_role(k)[1] == "bias"]
+    if not problems and not extra and missing == biases:
+        bound = [bindings[k] for k in wanted if k in bindings]
+        return Bindings(
+            bound,
+            [k for k in reference if k in declared or k in missing],
+            [k for k in reference if k in declared],
+        )
+    lines = [
+        *problems,
+        "reference parameters with no counterpart: "
+        + ", ".join(f"{k} {tuple(reference[k])}" for k in missing),
+        "port weights left over: "
+        + (", ".join(f"{name_of(w)} {tuple(w.shape)}" for w in extra) or "none"),
+    ]
+    message = "cannot map the reference's weights onto the port: " + "; ".join(lines)
+    structure = describe_structure(reference, missing, extra, name_of)
+    raise PortError(f"{structure} ({message})" if structure else message)
+
+
+def describe_structure(reference, missing, extra, name_of) -> str:
+    """In words, when the unmapped weights show another architecture: convolutions whose
+    output channels differ from the reference's, or BatchNorm layers it does not have."""
+    parts = []
+    by_role = {}
+    for weight in extra:
+        role, kind = _role_and_kind(name_of(weight))
+        if kind == "weight" and len(weight.shape) in (2, 4):
+            by_role.setdefault(role, weight)
+    for key in missing:
+        role, kind = reference_role(key)
+        weight = by_role.get(role)
+        if kind != "weight" or weight is None or len(reference[key]) != 4:
+            continue
+        out_ref, in_ref = reference[key][:2]
+        out_port = int(weight.shape[-1])
+        if out_port != out_ref:
+            parts.append(
+                f"its {role} is a {in_ref} -> {out_port} convolution ({name_of(weight)}) where "
+                f"the reference's {key.rsplit('.', 1)[0]} maps {in_ref} -> {out_ref} channels"
+            )
+    norms = sorted(
+        {
+            name_of(w).rsplit("/", 1)[0]
+            for w in extra
+            if _tokens(name_of(w))[-1] in {"gamma", "beta", "mean", "variance"}
+            and len(w.shape) == 1
+            and int(w.shape[0]) > 1
+        }
+    )
+    if norms:
+        parts.append(
+            f"it has normalisation layers the reference does not ({', '.join(norms)}: BatchNorm, "
+            "usually with an activation after it)"
+        )
+    if not parts:
+        return ""
+    return "another architecture, not a port of this module: " + "; ".join(parts)

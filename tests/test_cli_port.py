@@ -105,6 +105,11 @@ def test_planted_bug_is_rejected_with_its_diagnosis(port, workdir, capsys):
     named = [h["hypothesis"] for h in diagnosis["hypotheses"] if h["explains"]]
     assert named and named[0] in expected, out
     assert "Minimal counterexample:" in out and "Replay: parity check" in out
+    replay = next(line for line in out.splitlines() if line.startswith("Replay: "))
+    status, replayed, _ = run(replay.removeprefix("Replay: parity ").split(), capsys)
+    assert status == 1, replayed  # the printed counterexample fails again, for the same cause
+    cause = next(line for line in out.splitlines() if line.startswith("Diagnosis:"))
+    assert cause in replayed.splitlines(), replayed
 
 
 @pytest.mark.parametrize("port", UNCOMPARABLE)
@@ -117,6 +122,12 @@ def test_ports_that_cannot_be_compared_are_named_for_what_they_are(port, workdir
     report = load_report(workdir / "report", module)
     assert UNCOMPARABLE[port] in report["diagnosis"]["cause"], out
     assert UNCOMPARABLE[port] in out
+    if "Minimal counterexample:" in out:  # a crash: its shape replays
+        replay = next(line for line in out.splitlines() if line.startswith("Replay: "))
+        status, replayed, _ = run(replay.removeprefix("Replay: parity ").split(), capsys)
+        assert status == 1 and UNCOMPARABLE[port] in replayed, replayed
+    else:  # weights it cannot hold: no shape is involved
+        assert "Replay:" not in out
 
 
 @pytest.mark.parametrize("port", FAITHFUL)

@@ -212,12 +212,12 @@ class PAMTransposesSpatialAxes(_PAM):
 
 
 class PAMNamesSwapped(_PAM):
-    """Faithful math, but the convolution used as the query is named key_conv, and the other
-    way round: mapped by name, its weights land in the wrong places."""
+    """Faithful math, but the convolution used as the query is the attribute key_conv, and
+    the other way round: mapped by name, its weights land in the wrong places."""
 
-    def build(self, input_shape):
-        super().build(input_shape)
-        self.query_conv, self.key_conv = self.key_conv, self.query_conv
+    def qkv(self, x):
+        convs = (self.key_conv, self.query_conv, self.value_conv)
+        return tuple(_positions(conv(x)) for conv in convs)
 
 
 # -- buggy: CAM ---------------------------------------------------------------------------

@@ -1,0 +1,108 @@
+"""Ports written for standalone Keras 2 run as they are, under tf.keras 2 with ``keras``
+resolved to it, detected from their source with no flags, from the installed ``parity``
+script too (its folder, not the working directory, is first on sys.path).
+
+tf.keras 2 must be selected before TensorFlow is imported, so these checks run in fresh
+processes.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from parity.frameworks import uses_keras2_api
+from tests.helpers import run_cli as run
+
+ROOT = Path(__file__).resolve().parents[1]
+KERAS2 = "tests.power.keras2_ports"
+
+
+def parity(*args, cwd=ROOT, script=None):
+    """``parity check ARGS`` in a fresh process: ``python -m parity.cli``, or ``script``
+    (a stand-in for the installed entry point) run from its own folder."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    env["PYTHONPATH"] = str(ROOT)
+    command = [sys.executable, str(script)] if script else [sys.executable, "-m", "parity.cli"]
+    return subprocess.run(
+        [*command, "check", *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "keras2"),
+    [
+        ("import keras.backend as K\ny = K.reshape(x, (2, -1))", True),
+        ("from keras import backend as K\ny = K.batch_dot(a, b)", True),
+        ("import keras\ny = keras.backend.permute_dimensions(x, (0, 2, 1))", True),
+        ("from keras.engine.topology import Layer", True),
+        ("from keras.backend import batch_dot", True),
+        ("import keras\nfrom keras import layers, ops\ne = keras.backend.epsilon()", False),
+        ("from keras.layers import Conv2D, Layer\nimport keras.backend as K\nK.floatx()", False),
+    ],
+)
+def test_keras2_code_is_told_from_keras3_code(source, keras2):
+    assert uses_keras2_api(source) is keras2
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tf_keras") is None, reason="needs tf-keras")
+def test_faithful_keras2_port_passes_from_the_installed_script(tmp_path):
+    """The port's folder is the working directory, not on PYTHONPATH, and the command runs
+    as a script from another folder: detection finds the module all the same."""
+    (tmp_path / "my_danet.py").write_text((ROOT / "tests/power/keras2_ports.py").read_text())
+    script = tmp_path / "bin" / "parity"
+    script.parent.mkdir()
+    script.write_text("import sys\nfrom parity.cli import main\nsys.exit(main())\n")
+    result = parity(
+        "pam", "--port", "my_danet:PAM_Module", "--examples", "6", cwd=tmp_path, script=script
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "pam: pass" in result.stdout
+    assert "Traceback" not in result.stderr and "Warning" not in result.stderr, result.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tf_keras") is None, reason="needs tf-keras")
+def test_keras2_compound_cam_bug_is_named_and_replays():
+    result = parity("cam", "--port", f"{KERAS2}:CAM_Module", "--examples", "6")
+    assert result.returncode == 1, result.stdout + result.stderr
+    diagnosis = next(line for line in result.stdout.splitlines() if line.startswith("Diagnosis:"))
+    assert "two bugs at once: the attention matrix is applied transposed" in diagnosis
+    assert "the max-minus step is missing" in diagnosis
+    replay = next(line for line in result.stdout.splitlines() if line.startswith("Replay: "))
+    replayed = parity(*replay.removeprefix("Replay: parity check ").split())
+    assert replayed.returncode == 1, replayed.stdout
+    assert diagnosis in replayed.stdout
+
+
+def test_keras2_port_without_tf_keras_is_exit_2_with_the_install_command(monkeypatch, capsys):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "tf_keras" else find_spec(name, *args),
+    )
+    status, out, err = run(["check", "pam", "--port", f"{KERAS2}:PAM_Module"], capsys)
+    assert status == 2, out + err
+    assert "the port is written for Keras 2" in err
+    assert "pip install --no-deps tf-keras~=2.21.0" in err
+    assert "Traceback" not in err
+
+
+def test_tf_ops_on_keras_tensors_ask_for_keras_2(capsys):
+    """Keras 3 refuses such a function at trace time: that is the wrong Keras, not a wrong port."""
+    port = "tests.power.tf_ops_ports:cam_tf_ops_function"
+    status, out, err = run(["check", "cam", "--port", port], capsys)
+    assert status == 2, out + err
+    assert "applies TensorFlow ops to Keras tensors, which only Keras 2 allows" in err
+    assert "--keras 2" in err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tf_keras") is None, reason="needs tf-keras")
+def test_keras_2_can_be_forced_and_a_function_port_with_a_static_batch_passes():
+    port = "tests.power.tf_ops_ports:cam_tf_ops_function"
+    result = parity("cam", "--port", port, "--keras", "2", "--examples", "6")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Warning" not in result.stderr, result.stderr
