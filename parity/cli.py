@@ -968,5 +968,17 @@ def _main(argv: list[str] | None) -> int:
     return EXIT_PARITY if all(results) else EXIT_MISMATCH
 
 
+def run() -> None:
+    """The installed command: ``main``, with an interrupted run ended at once. After the
+    one line, a framework's exit handlers (TensorFlow's, JAX's) could still run into the
+    interrupt and end the process by the signal instead of status 130."""
+    status = main()
+    if status == EXIT_INTERRUPTED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

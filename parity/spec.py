@@ -207,6 +207,8 @@ def _check_one_parameter_per_weight(weight_map: dict[str, str]) -> None:
     "unexplained" failure; refuse the map instead."""
     parameter_for: dict[str, str] = {}
     for parameter, weight in weight_map.items():
+        if weight is None:  # declared absent: the port has no such weight
+            continue
         if weight in parameter_for:
             raise WeightMapError(
                 f"the weight map sends both {parameter_for[weight]} and {parameter} to the "

@@ -60,4 +60,4 @@ def test_console_script_is_installed():
         text=True,
         check=True,
     )
-    assert "parity.cli:main" in result.stdout
+    assert "parity.cli:run" in result.stdout
