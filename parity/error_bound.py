@@ -41,6 +41,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.weak import WeakTensorKeyDictionary
 
+from parity.rounding import FRESH_TENSORS
+
 aten = torch.ops.aten
 
 
@@ -89,22 +91,7 @@ _MOVES = {
     "contiguous",
 }
 # Results that carry no error: constants, fresh buffers, comparisons, indices.
-_EXACT_NEW = {
-    "empty",
-    "empty_like",
-    "empty_strided",
-    "full",
-    "full_like",
-    "new_empty",
-    "new_empty_strided",
-    "new_full",
-    "new_ones",
-    "new_zeros",
-    "ones",
-    "ones_like",
-    "scalar_tensor",
-    "zeros",
-    "zeros_like",
+_EXACT_NEW = FRESH_TENSORS | {
     "arange",
     "eq",
     "ne",

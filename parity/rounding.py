@@ -30,7 +30,28 @@ UNIT_ROUNDOFF = {"float32": EPS32, "float16": 2.0**-10, "bfloat16": 2.0**-7}
 
 # Operations whose float32 result is exact (selection, sign, data movement, constants):
 # perturbing them would model rounding that float32 does not do.
-_EXACT = {
+FRESH_TENSORS = frozenset(
+    {
+        "empty",
+        "empty_like",
+        "empty_strided",
+        "full",
+        "full_like",
+        "new_empty",
+        "new_empty_strided",
+        "new_full",
+        "new_ones",
+        "new_zeros",
+        "ones",
+        "ones_like",
+        "scalar_tensor",
+        "zeros",
+        "zeros_like",
+    }
+)
+"""Operations that make a tensor from nothing but a shape and a constant: exact."""
+
+_EXACT = FRESH_TENSORS | {
     "abs",
     "alias",
     "amax",
@@ -41,14 +62,9 @@ _EXACT = {
     "copy",
     "copy_",
     "detach",
-    "empty",
-    "empty_like",
-    "empty_strided",
     "expand",
     "fill",
     "fill_",
-    "full",
-    "full_like",
     "gather",
     "index",
     "index_select",
@@ -57,16 +73,8 @@ _EXACT = {
     "max_pool2d",
     "min",
     "neg",
-    "new_empty",
-    "new_empty_strided",
-    "new_full",
-    "new_ones",
-    "new_zeros",
-    "ones",
-    "ones_like",
     "permute",
     "relu",
-    "scalar_tensor",
     "select",
     "slice",
     "squeeze",
@@ -79,8 +87,6 @@ _EXACT = {
     "_unsafe_view",
     "where",
     "zero_",
-    "zeros",
-    "zeros_like",
     "_to_copy",
     "_reshape_alias",
     "reshape",
