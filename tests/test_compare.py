@@ -144,5 +144,6 @@ def test_ratio_reported_is_the_worst_element_against_its_own_floor():
     port[1, 1, 1, 1] += 1e2 * EPS32  # a smaller error, where little is allowed
     [c] = compare({"t": truth}, {"t": truth}, {"t": port}, deviations={"t": deviations})
     assert c.worst_index == (1, 1, 1, 1)
-    unit = max(4 * EPS32 * scale, 4 * EPS32 * 1.0)
+    policy = TolerancePolicy()  # the defaults compare() used
+    unit = max(policy.floor_ulps * EPS32 * scale, policy.bound_deviations * EPS32 * 1.0)
     assert c.ratio == pytest.approx(1e2 * EPS32 / unit)
