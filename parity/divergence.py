@@ -14,17 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from parity import autodiff
-from parity.compare import TensorComparison
+from parity.compare import TensorComparison, compare
 from parity.engine import Checker, Results, judge
 from parity.error_bound import RunningErrorBound
 from parity.layout import from_data_format, load_state_dict, to_data_format
 from parity.strategies import Example
+from parity.traps import Trap, traps_for
 
 WITHIN = 3.0
 """Modules before the first divergence are said to be "within" this ratio when they are."""
@@ -37,6 +38,7 @@ class ModuleVerdict:
     path: str
     description: str  # what the module is: "Conv2d 3x3, stride 2"
     comparison: TensorComparison
+    trap: Trap | None = None  # the known trap whose prediction the port's output matches
 
     @property
     def passed(self) -> bool:
@@ -63,12 +65,13 @@ class Divergence:
             )
         before = self.modules[: self.modules.index(first)]
         worst_before = max((m.comparison.ratio for m in before), default=0.0)
-        close = "within {:g}x".format(WITHIN) if worst_before <= WITHIN else (
-            f"within the policy, the worst at {worst_before:.3g}x"
-        )
+        close = f"within {WITHIN:g}x"
+        if worst_before > WITHIN:
+            close = f"within the policy, the worst at {worst_before:.3g}x"
+        trap = f"; the trap: {first.trap.cause}" if first.trap else ""
         return (
             f"first divergence: {first.path or '(the whole module)'} ({first.description}): "
-            f"{first.comparison.ratio:.3g}x; {len(before)} modules before it {close}"
+            f"{first.comparison.ratio:.3g}x; {len(before)} modules before it {close}{trap}"
         )
 
 
@@ -83,8 +86,9 @@ def describe_module(module: torch.nn.Module) -> str:
             value = getattr(module, name)
             value = value if isinstance(value, str) else tuple(value)
             if value not in (default, (default, default)):
-                shown = value if isinstance(value, str) else value[0] if len(set(value)) == 1 else value
-                details.append(f"{name} {shown}")
+                if not isinstance(value, str) and len(set(value)) == 1:
+                    value = value[0]
+                details.append(f"{name} {value}")
     elif isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
         details.append(f"eps {module.eps:g}")
     return f"{kind} {', '.join(details)}" if details else kind
@@ -97,14 +101,19 @@ def _first_tensor(value):
 
 
 @contextmanager
-def _recording_reference(module: torch.nn.Module, paths: set[str], into: dict):
-    """Forward hooks that keep each named sub-module's output, in the order they run."""
+def _recording_reference(
+    module: torch.nn.Module, paths: set[str], into: dict, inputs: dict | None = None
+):
+    """Forward hooks that keep each named sub-module's output (and input), in the order
+    they run."""
     named = dict(module.named_modules())
     handles = []
     for path in paths:
 
-        def hook(_, __, output, path=path):
+        def hook(_, args, output, path=path):
             into.setdefault(path, _first_tensor(output).detach())
+            if inputs is not None and args:
+                inputs.setdefault(path, _first_tensor(args).detach())
 
         handles.append(named[path].register_forward_hook(hook))
     try:
@@ -192,18 +201,23 @@ def locate(checker: Checker, example: Example) -> Divergence:
     )
     layers = matched_modules(bindings, instance.layer)
 
-    def reference_outputs(dtype, context: Callable = nullcontext) -> dict[str, torch.Tensor]:
+    truth_inputs: dict[str, torch.Tensor] = {}
+
+    def reference_outputs(
+        dtype, context: Callable = nullcontext, inputs: dict | None = None
+    ) -> dict[str, torch.Tensor]:
         module = checker.reference(example.channels, dtype)
         module.load_state_dict({k: torch.from_numpy(v) for k, v in data.state.items()})
         recorded: dict[str, torch.Tensor] = {}
-        with _recording_reference(module, set(layers), recorded), torch.no_grad(), context():
+        recording = _recording_reference(module, set(layers), recorded, inputs)
+        with recording, torch.no_grad(), context():
             module(torch.from_numpy(data.x).to(dtype))
         return recorded
 
     def as_numpy(tensors) -> Results:
         return {path: t.double().numpy() for path, t in tensors.items()}
 
-    truth_tensors = reference_outputs(torch.float64)
+    truth_tensors = reference_outputs(torch.float64, inputs=truth_inputs)
     order = list(truth_tensors)  # execution order: hooks fire as modules finish
     truth = as_numpy(truth_tensors)
     reference = as_numpy(reference_outputs(checker.reference_dtype))
@@ -234,7 +248,27 @@ def locate(checker: Checker, example: Example) -> Divergence:
             lambda path=path: {path: as_numpy(reference_outputs(torch.float64))[path]},
             seed=example.seed,
         )
-        verdicts.append(ModuleVerdict(path, describe_module(named[path]), comparisons[0]))
-        if not comparisons[0].passed:
+        verdict = ModuleVerdict(path, describe_module(named[path]), comparisons[0])
+        if not verdict.passed:
+            trap = _matching_trap(
+                named[path], truth_inputs[path], port[path], truth[path], reference[path], checker
+            )
+            verdicts.append(replace(verdict, trap=trap))
             break
+        verdicts.append(verdict)
     return Divergence(tuple(verdicts))
+
+
+def _matching_trap(module, x, port, truth, reference, checker) -> Trap | None:
+    """The first known trap whose prediction, from the reference's own input to the module,
+    the port's output matches within the policy (with the reference's error there)."""
+    for trap in traps_for(module):
+        with torch.no_grad():
+            predicted = trap.predict(module, x).double().numpy()
+        if predicted.shape != port.shape:
+            continue
+        shifted = predicted + (reference - truth)  # keeps the reference's own error
+        (comparison,) = compare({"m": predicted}, {"m": shifted}, {"m": port}, checker.policy)
+        if comparison.passed:
+            return trap
+    return None

@@ -27,16 +27,17 @@ def test_a_faithful_head_has_no_divergence():
 
 
 @pytest.mark.parametrize(
-    ("port", "first", "before", "description"),
+    ("port", "first", "before", "description", "trap"),
     [
         # The norm at Keras' epsilon: the first BatchNorm, right after its convolution.
-        (HeadKerasDefaultEpsilon, "conv5a.1", 1, "BatchNorm2d eps 1e-05"),
+        (HeadKerasDefaultEpsilon, "conv5a.1", 1, "BatchNorm2d eps 1e-05", "BatchNorm epsilon"),
         # conv51 without its ReLU: conv51's own output is the norm's, before the ReLU, so
-        # the divergence shows where the unrectified values are first read.
-        (HeadNoReLUAfterNorm, "conv6.1", 13, "Conv2d 1x1"),
+        # the divergence shows where the unrectified values are first read; no layer trap
+        # explains it (a missing activation is the port's, not a layer's).
+        (HeadNoReLUAfterNorm, "conv6.1", 13, "Conv2d 1x1", None),
     ],
 )
-def test_a_planted_head_bug_is_located(port, first, before, description):
+def test_a_planted_head_bug_is_located(port, first, before, description, trap):
     divergence = locate(Checker(replace(HEAD, make_port=port)), EXAMPLE)
     assert divergence.first is not None
     assert divergence.first.path == first
@@ -45,3 +46,4 @@ def test_a_planted_head_bug_is_located(port, first, before, description):
     assert len(divergence.modules) == before + 1
     assert all(m.passed for m in divergence.modules[:-1])
     assert divergence.describe().startswith(f"first divergence: {first} ({description}): ")
+    assert (divergence.first.trap and divergence.first.trap.name) == trap
