@@ -43,7 +43,7 @@ class Row:
     peak_mb: float | None = None
 
 
-def flops(module: str, shape: tuple, inter: int | None = None) -> float:
+def flops(module: str, shape: tuple) -> float:
     """Multiply-adds times two of the forward pass (softmax and elementwise work left out)."""
     b, c, h, w = shape
     n = h * w

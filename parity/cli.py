@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         "could not run.",
     )
     check.add_argument(
-        "modules", nargs="*", metavar="MODULE", help="pam and/or cam (default: both)"
+        "modules", nargs="*", metavar="MODULE", help="pam, cam, head (default: all three)"
     )
     check.add_argument(
         "--port",

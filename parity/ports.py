@@ -343,7 +343,3 @@ def _check_weights_persist(instance: PortInstance, x: np.ndarray) -> None:
             "layers in build() or __init__, not in call()."
         )
 
-
-def call_port(instance: PortInstance, x):
-    """The port's outputs on x; a crash is a PortError naming the input shape."""
-    return _call(instance.layer, x, "")
