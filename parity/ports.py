@@ -342,4 +342,3 @@ def _check_weights_persist(instance: PortInstance, x: np.ndarray) -> None:
             "calls on the same input differ and no weights can be loaded into it. Create its "
             "layers in build() or __init__, not in call()."
         )
-
