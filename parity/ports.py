@@ -44,6 +44,15 @@ class PortCrashed(PortError):
     """The port raised on an input: a shape to find, unlike weights it cannot hold."""
 
 
+class OutputShapeMismatch(PortError):
+    """The port ran, but a tensor it returned has another shape than the reference's.
+    ``shapes``: (the port's, the reference's), both in the reference's layout."""
+
+    def __init__(self, message: str, shapes: tuple[tuple[int, ...], tuple[int, ...]]):
+        super().__init__(message)
+        self.shapes = shapes
+
+
 _KERAS2_FUNCTION = "KerasTensor cannot be used as input to a TensorFlow function"
 """Keras 3's refusal of code written for Keras 2's functional API (TFOpLambda)."""
 
