@@ -18,8 +18,14 @@ from parity.training import OPTIMIZERS
 from tests.power import head_ports, ports
 from tests.power.rejections import ParityFailureOn, Raises, Rejection
 
-OUTPUT = ParityFailureOn(fails=("output",))
-ANY_TENSOR = ParityFailureOn()  # the attention reaches every tensor
+# A bug in the attention reaches every tensor, but which ones show it depends on the
+# example (at small input scales attention rows are near uniform and only gradients
+# differ): any may fail, except what the bug provably leaves exact.
+ANY_TENSOR = ParityFailureOn()
+ROWS_SUM_TO_ONE = ParityFailureOn(  # out = A @ (W x + b): b's gradient needs only A's row sums
+    passes=("value_conv.bias",)
+)
+OUTPUT = ParityFailureOn(fails=("output",))  # wrong whatever the example
 RESIDUAL = ParityFailureOn(  # x + gamma * out: no parameter's gradient sees the residual
     fails=("output", "grad[input]"), passes=("query_conv", "key_conv", "value_conv", "gamma")
 )
@@ -46,10 +52,10 @@ class Planted(NamedTuple):
 
 
 BUGS = {
-    "pam: NHWC read as NCHW by reshape": Planted(PAM, ports.PAMReadsNHWCAsNCHW, OUTPUT),
-    "pam: softmax over the wrong axis": Planted(PAM, ports.PAMSoftmaxWrongAxis, OUTPUT),
-    "pam: attention applied untransposed": Planted(PAM, ports.PAMAttentionUntransposed, OUTPUT),
-    "pam: query and key swapped": Planted(PAM, ports.PAMQueryKeySwapped, OUTPUT),
+    "pam: NHWC read as NCHW by reshape": Planted(PAM, ports.PAMReadsNHWCAsNCHW, ANY_TENSOR),
+    "pam: softmax over the wrong axis": Planted(PAM, ports.PAMSoftmaxWrongAxis, ANY_TENSOR),
+    "pam: attention applied untransposed": Planted(PAM, ports.PAMAttentionUntransposed, ANY_TENSOR),
+    "pam: query and key swapped": Planted(PAM, ports.PAMQueryKeySwapped, ROWS_SUM_TO_ONE),
     "pam: residual missing": Planted(PAM, ports.PAMNoResidual, RESIDUAL),
     "pam: gradient blocked through attention": Planted(
         PAM,
@@ -61,13 +67,13 @@ BUGS = {
     ),
     "pam: attention in float16": Planted(PAM, ports.PAMFloat16Attention, ANY_TENSOR),
     "pam: softmax slightly scaled (temperature 1.001)": Planted(
-        PAM, ports.PAMSoftmaxSlightlyScaled, ANY_TENSOR
+        PAM, ports.PAMSoftmaxSlightlyScaled, ROWS_SUM_TO_ONE
     ),
-    "pam: attention mixed across the batch": Planted(PAM, ports.PAMMixesBatch, OUTPUT),
-    "cam: NHWC read as NCHW by reshape": Planted(CAM, ports.CAMReadsNHWCAsNCHW, OUTPUT),
-    "cam: softmax over the wrong axis": Planted(CAM, ports.CAMSoftmaxWrongAxis, OUTPUT),
-    "cam: attention applied untransposed": Planted(CAM, ports.CAMAttentionUntransposed, OUTPUT),
-    "cam: without the max-minus step": Planted(CAM, ports.CAMWithoutMaxMinus, OUTPUT),
+    "pam: attention mixed across the batch": Planted(PAM, ports.PAMMixesBatch, ROWS_SUM_TO_ONE),
+    "cam: NHWC read as NCHW by reshape": Planted(CAM, ports.CAMReadsNHWCAsNCHW, ANY_TENSOR),
+    "cam: softmax over the wrong axis": Planted(CAM, ports.CAMSoftmaxWrongAxis, ANY_TENSOR),
+    "cam: attention applied untransposed": Planted(CAM, ports.CAMAttentionUntransposed, ANY_TENSOR),
+    "cam: without the max-minus step": Planted(CAM, ports.CAMWithoutMaxMinus, ANY_TENSOR),
     "cam: residual missing": Planted(CAM, ports.CAMNoResidual, RESIDUAL),
     "cam: gradient blocked through attention": Planted(
         CAM,
@@ -75,9 +81,9 @@ BUGS = {
         ParityFailureOn(fails=("grad[input]",), passes=("output", "gamma")),
     ),
     "cam: attention in float16": Planted(CAM, ports.CAMFloat16Attention, ANY_TENSOR),
-    "cam: attention mixed across the batch": Planted(CAM, ports.CAMMixesBatch, OUTPUT),
+    "cam: attention mixed across the batch": Planted(CAM, ports.CAMMixesBatch, ANY_TENSOR),
     "head: BatchNorm at Keras' default epsilon": Planted(
-        HEAD, head_ports.HeadKerasDefaultEpsilon, OUTPUT
+        HEAD, head_ports.HeadKerasDefaultEpsilon, ANY_TENSOR
     ),
     # Smaller outputs, or a crash where the convolutions leave no pixel: shown on sides of 5+.
     "head: padding 'valid' where the reference pads by 1": Planted(
@@ -162,7 +168,7 @@ def test_planted_bug_is_rejected_for_its_bug(name):
 
 def test_batch_mixing_shrinks_to_batch_two():
     """Right only when batch == 1: the minimal counterexample Hypothesis finds has 2."""
-    example = counterexample(port_pair(PAM, ports.PAMMixesBatch), OUTPUT)
+    example = counterexample(port_pair(PAM, ports.PAMMixesBatch), ROWS_SUM_TO_ONE)
     assert example.batch == 2
 
 
@@ -222,7 +228,7 @@ def test_kernel_reshaped_instead_of_transposed_is_rejected():
     pair = port_pair(
         PAM, ports._PAM, bindings=ports.bindings_with_kernel_layout(ports.RESHAPED_KERNEL)
     )
-    counterexample(pair, OUTPUT, shrink=False)
+    counterexample(pair, ANY_TENSOR, shrink=False)
 
 
 def test_kernel_transposed_on_wrong_axes_is_refused_by_the_converter():
