@@ -43,7 +43,7 @@ class Row:
     peak_mb: float | None = None
 
 
-def flops(module: str, shape: tuple, inter: int | None = None) -> float:
+def flops(module: str, shape: tuple) -> float:
     """Multiply-adds times two of the forward pass (softmax and elementwise work left out)."""
     b, c, h, w = shape
     n = h * w
@@ -241,8 +241,19 @@ def run(
     return rows
 
 
+TRUTH_LIMIT_GIB = 4.0
+"""The largest float64 attention (N x N, N = H * W) the lean PAM's check builds: the truth
+is ``PAM_Module`` itself, which holds it whole (and its softmax beside it)."""
+
+
+def truth_attention_gib(side: int) -> float:
+    """PAM_Module's float64 attention at (side, side), in GiB."""
+    return 8.0 * (side * side) ** 2 / 2**30
+
+
 def lean_pam(sides=(64, 128, 256), channels=512, chunk_size=512, repeats=1, progress=print):
-    """The memory-lean PAM against the dense one: forward+backward time and peak memory."""
+    """The memory-lean PAM against the dense one: forward+backward time and peak memory,
+    and its output against PAM_Module where PAM_Module's float64 attention fits."""
     rows = []
     for side in sides:
         shape = (1, channels, side, side)
@@ -266,78 +277,75 @@ def lean_pam(sides=(64, 128, 256), channels=512, chunk_size=512, repeats=1, prog
                 "peak_mb": peak_in_subprocess("pam", list(shape), "keras-eager", chunk),
             }
             if chunk is not None:
-                progress(f"{shape} {name}: parity of sampled rows...")
-                row["parity"] = lean_parity(side, channels, chunk)
+                if truth_attention_gib(side) > TRUTH_LIMIT_GIB:
+                    progress(
+                        f"{shape} {name}: parity not checked, PAM_Module's float64 attention "
+                        f"alone is {truth_attention_gib(side):.0f} GiB"
+                    )
+                else:
+                    progress(f"{shape} {name}: parity against PAM_Module...")
+                    row["parity"] = lean_parity(side, channels, chunk)
             rows.append(row)
     return rows
 
 
-def lean_parity(side, channels=512, chunk_size=512, samples=64, seed=0, layer=None) -> dict:
-    """The lean PAM's output at sampled positions against float64 truth.
+def soft_attention_parameters(module, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A PAM state_dict whose attention rows are soft at any size: query and key entries of
+    standard deviation (C/8)**-0.25 / sqrt(C) give energies of about unit spread on a
+    unit-variance input, where the softmax is tested rather than one-hot. ``gamma`` is
+    non-zero, so that the attention path is what is compared."""
+    state = {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}
+    channels = state["value_conv.weight"].shape[1]
+    spread = {"query_conv": (channels // 8) ** -0.25, "key_conv": (channels // 8) ** -0.25}
+    for conv in ("query_conv", "key_conv", "value_conv"):
+        weight = state[f"{conv}.weight"]
+        state[f"{conv}.weight"] = (
+            rng.standard_normal(weight.shape) * spread.get(conv, 1.0) / np.sqrt(channels)
+        )
+        state[f"{conv}.bias"] = rng.uniform(-0.5, 0.5, state[f"{conv}.bias"].shape)
+    state["gamma"] = rng.uniform(0.5, 2.0, state["gamma"].shape)
+    return {k: v.astype(np.float32) for k, v in state.items()}
 
-    At 256x256 neither the dense reference nor a float64 run fits in memory, but one output
-    position needs only its own attention row: the rows of ``samples`` random positions are
-    computed in float64 (truth) and in float32 (the reference's own error, the same
-    arithmetic as the dense reference restricted to those rows), and the port is judged by
-    the suite's tolerance policy. Weights are random and ``gamma`` is non-zero, so the
-    attention path is what is compared. ``layer``: an unbuilt channels-last PAM port in
-    place of ``PositionAttention(chunk_size=chunk_size)``.
+
+def lean_parity(side, channels=512, chunk_size=512, seed=0, layer=None) -> dict:
+    """The lean PAM's output against ``PAM_Module``, by the suite's own check.
+
+    ``parity.engine.Checker`` loads the same weights into PAM_Module (through the suite's
+    converter) and the port, runs PAM_Module in float64 (truth) and float32 (its own
+    error), and judges the port's output by the tolerance policy (``parity.compare``); the
+    weights are ``soft_attention_parameters``. PAM_Module holds its whole float64
+    attention, so sides whose attention passes TRUTH_LIMIT_GIB are refused (ValueError).
+    ``layer``: an unbuilt channels-last PAM port in place of
+    ``PositionAttention(chunk_size=chunk_size)``.
     """
-    import keras
-    import torch
+    from dataclasses import replace
 
     from impl_keras import PositionAttention
-    from parity import autodiff
-    from parity.compare import compare
+    from parity.engine import Checker
+    from parity.spec import PAM
+    from parity.strategies import Example
 
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((1, side, side, channels)).astype("float32")
-    layer = layer or PositionAttention(chunk_size=chunk_size)
-    layer.build(x.shape)
-    # Query and key entries of standard deviation (C/8)**-0.25 give energies of about unit
-    # spread: soft attention rows, where the softmax is tested rather than one-hot.
-    reduced = channels // 8
-    for conv, spread in (
-        (layer.query_conv, reduced**-0.25),
-        (layer.key_conv, reduced**-0.25),
-        (layer.value_conv, 1.0),
-    ):
-        kernel = rng.standard_normal(conv.kernel.shape) * spread / np.sqrt(channels)
-        conv.kernel.assign(kernel.astype("float32"))
-        conv.bias.assign(rng.uniform(-0.5, 0.5, conv.bias.shape).astype("float32"))
-    layer.gamma.assign(np.float32(rng.uniform(0.5, 2.0)))
-    (port,) = autodiff.forward(layer, x)
-    picked = np.sort(rng.choice(side * side, size=min(samples, side * side), replace=False))
-
-    def rows(dtype):
-        def tensor(array):
-            return torch.from_numpy(np.asarray(array)).to(dtype)
-
-        def pointwise(conv, positions):  # a 1x1 convolution of (positions, C)
-            kernel = keras.ops.convert_to_numpy(conv.kernel)[0, 0]  # (C, filters)
-            return positions @ tensor(kernel) + tensor(keras.ops.convert_to_numpy(conv.bias))
-
-        flat = tensor(x.reshape(-1, channels))
-        query = pointwise(layer.query_conv, flat[picked])
-        key = pointwise(layer.key_conv, flat)
-        value = pointwise(layer.value_conv, flat)
-        attention = torch.softmax(query @ key.T, dim=-1)
-        gamma = tensor(keras.ops.convert_to_numpy(layer.gamma))
-        return (gamma * (attention @ value) + flat[picked]).numpy()
-
-    with torch.no_grad():
-        truth, reference = rows(torch.float64), rows(torch.float32)
-    (comparison,) = compare(
-        {"output rows": truth},
-        {"output rows": reference},
-        {"output rows": port.reshape(-1, channels)[picked]},
+    if truth_attention_gib(side) > TRUTH_LIMIT_GIB:
+        raise ValueError(
+            f"side={side}: PAM_Module's float64 attention would take "
+            f"{truth_attention_gib(side):.0f} GiB (limit {TRUTH_LIMIT_GIB:g} GiB)"
+        )
+    pair = replace(
+        PAM,
+        name=f"pam (chunk {chunk_size})",
+        make_port=lambda channels: (
+            PositionAttention(chunk_size=chunk_size) if layer is None else layer
+        ),
+        randomize=soft_attention_parameters,
     )
+    example = Example(1, channels, side, side, 1.0, seed)
+    (comparison,) = Checker(pair).check(example, gradients=False).comparisons
     return {
-        "shape": (1, channels, side, side),
-        "rows": len(picked),
+        "shape": example.shape,
         "port_error": comparison.relative_error,
         "reference_error": comparison.reference_error,
         "ratio": comparison.ratio,
+        "allowed_ratio": comparison.allowed_ratio,
         "passed": comparison.passed,
     }
 

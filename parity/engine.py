@@ -19,7 +19,14 @@ from parity import autodiff
 from parity.compare import DEFAULT_POLICY, TensorComparison, TolerancePolicy, compare
 from parity.error_bound import NoErrorRule, RunningErrorBound
 from parity.layout import Binding, from_data_format, load_state_dict, to_data_format
-from parity.ports import PortCrashed, PortError, PortInstance, describe_error, instantiate
+from parity.ports import (
+    OutputShapeMismatch,
+    PortCrashed,
+    PortError,
+    PortInstance,
+    describe_error,
+    instantiate,
+)
 from parity.rounding import UNIT_ROUNDOFF, Float32RoundingNoise
 from parity.spec import ModulePair
 from parity.strategies import Example
@@ -405,9 +412,8 @@ def _check_shapes(truth: Results, port: Results, data_format: str) -> None:
         raise PortError(f"the port produced no {', '.join(missing)} (it has {sorted(port)})")
     for name, value in truth.items():
         if np.shape(port[name]) != np.shape(value):
-            error = PortError(
+            raise OutputShapeMismatch(
                 f"{name}: the port's shape {np.shape(port[name])} (in the reference's NCHW "
-                f"layout, read as {data_format}) differs from the reference's {np.shape(value)}"
+                f"layout, read as {data_format}) differs from the reference's {np.shape(value)}",
+                shapes=(np.shape(port[name]), np.shape(value)),
             )
-            error.shapes = (np.shape(port[name]), np.shape(value))
-            raise error

@@ -44,6 +44,15 @@ class PortCrashed(PortError):
     """The port raised on an input: a shape to find, unlike weights it cannot hold."""
 
 
+class OutputShapeMismatch(PortError):
+    """The port ran, but a tensor it returned has another shape than the reference's.
+    ``shapes``: (the port's, the reference's), both in the reference's layout."""
+
+    def __init__(self, message: str, shapes: tuple[tuple[int, ...], tuple[int, ...]]):
+        super().__init__(message)
+        self.shapes = shapes
+
+
 _KERAS2_FUNCTION = "KerasTensor cannot be used as input to a TensorFlow function"
 """Keras 3's refusal of code written for Keras 2's functional API (TFOpLambda)."""
 
@@ -342,8 +351,3 @@ def _check_weights_persist(instance: PortInstance, x: np.ndarray) -> None:
             "calls on the same input differ and no weights can be loaded into it. Create its "
             "layers in build() or __init__, not in call()."
         )
-
-
-def call_port(instance: PortInstance, x):
-    """The port's outputs on x; a crash is a PortError naming the input shape."""
-    return _call(instance.layer, x, "")

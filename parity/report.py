@@ -184,14 +184,6 @@ SCHEMA = {
 }
 
 
-def _finite(value):
-    return (
-        value
-        if isinstance(value, (int, str, bool)) or value is None or np.isfinite(value)
-        else None
-    )
-
-
 def build_report(
     *,
     module,

@@ -1,0 +1,56 @@
+"""What a planted bug must be rejected for.
+
+A check that fails for another reason than the bug (the harness crashed, the converter
+refused the weights, a tensor the bug cannot touch is off) has not seen the bug: counting
+it as power would let a broken harness pass the power tests. Each planted bug declares its
+rejection, and the power tests accept that one only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from parity.assertions import ParityFailure
+from parity.ports import PortError
+
+
+@dataclass(frozen=True)
+class ParityFailureOn:
+    """A ParityFailure (some tensor off by more than the tolerance policy allows) on the
+    tensors the bug touches: for each entry of ``fails``, a failing tensor whose name
+    contains it; no failing tensor whose name contains an entry of ``passes`` (tensors the
+    bug leaves exact, such as the output for a bug in the backward pass). An empty
+    ``fails`` accepts any failing tensor: a bug in the attention reaches every one."""
+
+    fails: tuple[str, ...] = ()
+    passes: tuple[str, ...] = ()
+
+    def mismatch(self, error: BaseException) -> str | None:
+        """None if ``error`` is this rejection; otherwise what differs."""
+        if not isinstance(error, ParityFailure):
+            return f"expected a ParityFailure, got {type(error).__name__}"
+        failing = [c.name for c in error.report.comparisons if not c.passed]
+        missing = [part for part in self.fails if not any(part in name for name in failing)]
+        spared = [name for name in failing if any(part in name for part in self.passes)]
+        if missing or spared:
+            return (
+                f"expected failures on {list(self.fails)} and none on {list(self.passes)}; "
+                f"failing: {failing}"
+            )
+        return None
+
+
+@dataclass(frozen=True)
+class Raises:
+    """A PortError of this type (exactly; a subclass is another failure): for the bugs
+    that are shape bugs, where no comparison can run."""
+
+    error: type[PortError]
+
+    def mismatch(self, error: BaseException) -> str | None:
+        if type(error) is self.error:
+            return None
+        return f"expected {self.error.__name__}, got {type(error).__name__}"
+
+
+Rejection = ParityFailureOn | Raises
