@@ -1,0 +1,96 @@
+"""The whole DANet as a module pair: a narrow, shallow dilated ResNet, the head, the upsampling.
+
+Checked at ``TEST_WIDTH`` base channels instead of 64 (the head sees 32 * width = 64
+channels instead of 2048) and ``TEST_BLOCKS`` bottlenecks per stage instead of ResNet-50's
+(3, 4, 6, 3): the same structure (the deep stem, the max pool, each stage's first block with
+its stride, shortcut and halved dilation, a following block at the full dilation of layer3
+and layer4, the head, the resize) at a cost of seconds per example. The input has
+PyTorch's 3 channels; the strategy draws batch, H and W (odd sides and sides of 1
+included: how the strided convolutions and the max pool round is part of the check).
+"""
+
+from __future__ import annotations
+
+from impl_keras import DANet as KerasDANet
+from impl_keras.resnet import DilatedResNet as KerasDilatedResNet
+from parity.layout import (
+    batch_norm_bindings,
+    bindings_for,
+    conv_bindings,
+    prefixed,
+    register_bindings,
+)
+from parity.spec import ModulePair
+from parity.strategies import examples
+from reference_torch import DANet
+
+TEST_WIDTH = 2
+TEST_BLOCKS = (1, 1, 2, 2)
+TEST_CLASSES = 3
+INPUT_CHANNELS = 3
+MAX_SIDE = 41
+
+
+@register_bindings(KerasDilatedResNet)
+def resnet_bindings(layer):
+    """The backbone's weights under the original's keys (``conv1.0.weight``, ``bn1.*``,
+    ``layer3.5.conv2.weight``, ``layer1.0.downsample.1.running_var``, ...)."""
+    bindings = []
+    if layer.deep_stem:  # Sequential(conv, norm, relu, conv, norm, relu, conv)
+        for index, conv in zip((0, 3, 6), layer.stem, strict=True):
+            bindings += conv_bindings(f"conv1.{index}", conv, bias=False)
+        for index, norm in zip((1, 4), layer.stem_norm, strict=True):
+            bindings += batch_norm_bindings(f"conv1.{index}", norm)
+    else:
+        bindings += conv_bindings("conv1", layer.stem[0], bias=False)
+    bindings += batch_norm_bindings("bn1", layer.bn1)
+    for stage_index, stage in enumerate(layer.stages):
+        for block_index, block in enumerate(stage):
+            prefix = f"layer{stage_index + 1}.{block_index}."
+            parts = []
+            for i in (1, 2, 3):
+                parts += conv_bindings(f"conv{i}", getattr(block, f"conv{i}"), bias=False)
+                parts += batch_norm_bindings(f"bn{i}", getattr(block, f"bn{i}"))
+            if block.downsample:
+                parts += conv_bindings("downsample.0", block.downsample_conv, bias=False)
+                parts += batch_norm_bindings("downsample.1", block.downsample_norm)
+            bindings += prefixed(prefix, parts)
+    return bindings
+
+
+@register_bindings(KerasDANet)
+def danet_bindings(layer):
+    """``pretrained.*`` and ``head.*``, as the original's state_dict names them."""
+    return prefixed("pretrained.", resnet_bindings(layer.pretrained)) + prefixed(
+        "head.", bindings_for(layer.head)
+    )
+
+
+def make_reference(channels: int):
+    _check_input_channels(channels)
+    return DANet(TEST_CLASSES, "resnet50", width=TEST_WIDTH, blocks=TEST_BLOCKS)
+
+
+def make_port(channels: int):
+    _check_input_channels(channels)
+    return KerasDANet(TEST_CLASSES, "resnet50", width=TEST_WIDTH, blocks=TEST_BLOCKS)
+
+
+def _check_input_channels(channels: int) -> None:
+    if channels != INPUT_CHANNELS:
+        raise ValueError(
+            f"DANet reads {INPUT_CHANNELS}-channel images. Received: channels={channels}"
+        )
+
+
+DANET = ModulePair(
+    name="danet",
+    make_reference=make_reference,
+    make_port=make_port,
+    min_channels=INPUT_CHANNELS,
+    max_channels=INPUT_CHANNELS,
+    strategy=examples(
+        min_channels=INPUT_CHANNELS, max_channels=INPUT_CHANNELS, max_batch=2, max_side=MAX_SIDE
+    ),
+    ignore=("*num_batches_tracked",),
+)
