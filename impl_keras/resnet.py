@@ -288,12 +288,12 @@ class DilatedResNet(keras.layers.Layer):
             stride, dilation = STAGE_STRIDES[index], STAGE_DILATIONS[index]
             stage = []
             for position in range(count):
+                reshapes = stride != 1 or in_channels != planes * EXPANSION
                 block = Bottleneck(
                     planes,
                     strides=stride if position == 0 else 1,
                     dilation_rate=first_block_dilation(dilation) if position == 0 else dilation,
-                    downsample=position == 0
-                    and (stride != 1 or in_channels != planes * EXPANSION),
+                    downsample=position == 0 and reshapes,
                     name=f"layer{index + 1}_{position}",
                     **fmt,
                 )

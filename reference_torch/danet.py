@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.nn import functional
 
 from reference_torch.head import DANetHead
 from reference_torch.resnet import BLOCKS, DilatedResNet
@@ -56,9 +56,10 @@ class DANet(nn.Module):
         self.head = DANetHead(self.pretrained.out_channels, nclass, norm_layer)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        B, C, H, W = x.shape
+        H, W = x.shape[-2:]
         features = self.pretrained(x)  # (B, 32w, ~H/8, ~W/8)
+        # Each (B, nclass, ~H/8, ~W/8) -> (B, nclass, H, W).
         return tuple(
-            F.interpolate(y, (H, W), mode="bilinear", align_corners=True)  # (B, nclass, H, W)
+            functional.interpolate(y, (H, W), mode="bilinear", align_corners=True)
             for y in self.head(features)
         )
