@@ -38,6 +38,8 @@ class DANet(keras.layers.Layer):
         ``(fused, position_branch, channel_branch)``, each ``(batch, H, W, nclass)``.
     """
 
+    backbone_class = DilatedResNet  # the backbone layer, replaceable by a subclass
+
     def __init__(
         self,
         nclass,
@@ -62,7 +64,7 @@ class DANet(keras.layers.Layer):
 
     def build(self, input_shape):
         fmt = dict(data_format=self.data_format, dtype=self.dtype_policy)
-        self.pretrained = DilatedResNet(
+        self.pretrained = self.backbone_class(
             self.blocks or BLOCKS[self.backbone],
             self.width,
             self.deep_stem,
