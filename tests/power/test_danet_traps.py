@@ -20,14 +20,16 @@ ONE_BY_ONE = Example(2, 3, 8, 5, 1.0, 0)  # features 1x1: dilation and resizing 
 # several hundred) reaches 13-36x of that (measured), on 1x1 images 90-220x.
 TINY = Example(2, 3, 1, 1, 1.0, 0)
 
-TRAPS = {  # trap: (revealing example, concealing example or None, in the backbone?)
-    "stride-2 'same' padding": (danet_ports.StrideTwoSamePadding, EVEN, ODD, True),
-    "max pool 'same' padding": (danet_ports.MaxPoolSamePadding, EVEN, ODD, True),
+# trap: (revealing example, concealing example or None, whether the backbone's own output
+# fails there, or None where the concealing example already isolates the trap)
+TRAPS = {
+    "stride-2 'same' padding": (danet_ports.StrideTwoSamePadding, EVEN, ODD, None),
+    "max pool 'same' padding": (danet_ports.MaxPoolSamePadding, EVEN, ODD, None),
     "dilation on each stage's first block": (
         danet_ports.DilationOnFirstBlock,
         ODD,
         ONE_BY_ONE,
-        True,
+        None,
     ),
     "half-pixel upsampling (align_corners=False)": (
         danet_ports.HalfPixelUpsampling,
@@ -61,7 +63,7 @@ def test_trap_is_rejected_where_it_acts_and_only_there(name):
     if in_backbone:
         with pytest.raises(ParityFailure, match="output"):
             assert_parity(backbone(port_class), revealing, gradients=False)
-    else:
+    elif in_backbone is not None:
         assert_parity(backbone(port_class), revealing, gradients=False)
 
 
