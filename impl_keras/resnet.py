@@ -245,6 +245,8 @@ class DilatedResNet(keras.layers.Layer):
         ``(batch, h, w, 32 * width)`` with h, w as PyTorch rounds them (about H/8, W/8).
     """
 
+    block_class = Bottleneck  # the residual block, replaceable by a subclass
+
     def __init__(self, blocks, width=64, deep_stem=True, data_format=None, **kwargs):
         super().__init__(**kwargs)
         blocks = tuple(int(count) for count in blocks)
@@ -289,7 +291,7 @@ class DilatedResNet(keras.layers.Layer):
             stage = []
             for position in range(count):
                 reshapes = stride != 1 or in_channels != planes * EXPANSION
-                block = Bottleneck(
+                block = self.block_class(
                     planes,
                     strides=stride if position == 0 else 1,
                     dilation_rate=first_block_dilation(dilation) if position == 0 else dilation,

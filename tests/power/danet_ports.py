@@ -23,8 +23,10 @@ import keras
 from keras import ops
 
 from impl_keras import DANet
-from impl_keras.resnet import DilatedResNet, TorchConv2D
+from impl_keras.resnet import Bottleneck, DilatedResNet, TorchConv2D
 from parity.danet_pair import TEST_BLOCKS, TEST_CLASSES, TEST_WIDTH
+from parity.layout import CONV_KERNEL, Binding, bindings_for
+from tests.power.ports import RESHAPED_KERNEL
 
 
 def _convs(backbone):
@@ -144,3 +146,47 @@ class ExplicitZeroPadding(_DANet):
     """Faithful: every padded convolution as ``ZeroPadding2D(p)`` then a "valid" Conv2D."""
 
     backbone_class = _ZeroPaddingBackbone
+
+
+def backbone_kernels_reshaped(port, reference):
+    """A converter that reshapes the backbone's OIHW kernels to HWIO instead of transposing
+    them (the head converted right): shapes fit, values scramble."""
+    return [
+        Binding(b.torch_key, b.variable, RESHAPED_KERNEL)
+        if b.layout is CONV_KERNEL and b.torch_key.startswith("pretrained.")
+        else b
+        for b in bindings_for(port.layer)
+    ]
+
+
+def _fused(conv, norm, inputs):
+    """``norm(conv(inputs))`` at inference as one convolution: the kernel scaled by
+    gamma / sqrt(var + eps) per output channel, and a bias beta - mean * that scale."""
+    scale = norm.gamma / ops.sqrt(norm.moving_variance + norm.epsilon)
+    outputs = conv.convolution_op(inputs, conv.kernel * scale)  # HWIO: scale on O
+    shift = norm.beta - norm.moving_mean * scale
+    if conv.data_format == "channels_first":
+        return outputs + ops.reshape(shift, (1, -1, 1, 1))
+    return outputs + shift
+
+
+class _FusedBottleneck(Bottleneck):
+    def call(self, inputs, training=None):
+        out = ops.relu(_fused(self.conv1, self.bn1, inputs))
+        out = ops.relu(_fused(self.conv2, self.bn2, out))
+        out = _fused(self.conv3, self.bn3, out)
+        residual = inputs
+        if self.downsample:
+            residual = _fused(self.downsample_conv, self.downsample_norm, inputs)
+        return ops.relu(out + residual)
+
+
+class _FusedBackbone(DilatedResNet):
+    block_class = _FusedBottleneck
+
+
+class FusedConvBatchNorm(_DANet):
+    """Faithful at inference: every bottleneck's convolution and BatchNorm fused into one
+    convolution with a bias (the weights stay the original's, fused when called)."""
+
+    backbone_class = _FusedBackbone

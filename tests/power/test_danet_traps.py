@@ -71,3 +71,20 @@ def test_explicit_zero_padding_is_a_faithful_refactor():
     pair = whole(danet_ports.ExplicitZeroPadding)
     assert_parity(pair, EVEN, gradients=False)
     assert_parity(pair, ODD)
+
+
+def test_backbone_kernels_reshaped_in_conversion_are_rejected():
+    pair = replace(whole(danet_ports._DANet), bindings=danet_ports.backbone_kernels_reshaped)
+    with pytest.raises(ParityFailure, match=r"output\[0\]"):
+        assert_parity(pair, ODD, gradients=False)
+
+
+def test_fused_conv_and_batchnorm_is_a_faithful_refactor():
+    pair = whole(danet_ports.FusedConvBatchNorm)
+    assert_parity(pair, ODD)
+    nchw = replace(pair, data_format="channels_first", make_port=_channels_first_fused)
+    assert_parity(nchw, EVEN)
+
+
+def _channels_first_fused(channels):
+    return danet_ports.FusedConvBatchNorm(channels, data_format="channels_first")
