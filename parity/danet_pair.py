@@ -1,0 +1,148 @@
+"""The whole DANet as a module pair: a narrow, shallow dilated ResNet, the head, the upsampling.
+
+Checked at ``TEST_WIDTH`` base channels instead of 64 (the head sees 32 * width = 64
+channels instead of 2048) and ``TEST_BLOCKS`` bottlenecks per stage instead of ResNet-50's
+(3, 4, 6, 3): the same structure (the deep stem, the max pool, each stage's first block with
+its stride, shortcut and halved dilation, a following block at the full dilation of layer3
+and layer4, the head, the resize) at a cost of seconds per example. The input has
+PyTorch's 3 channels; the strategy draws batch, H and W (odd sides and sides of 1
+included: how the strided convolutions and the max pool round is part of the check).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from impl_keras import DANet as KerasDANet
+from impl_keras.resnet import DilatedResNet as KerasDilatedResNet
+from parity.layout import (
+    batch_norm_bindings,
+    bindings_for,
+    conv_bindings,
+    prefixed,
+    register_bindings,
+)
+from parity.spec import ModulePair, random_parameters
+from parity.strategies import examples
+from reference_torch import DANet, DilatedResNet
+
+TEST_WIDTH = 2
+TEST_BLOCKS = (1, 1, 2, 2)
+TEST_CLASSES = 3
+INPUT_CHANNELS = 3
+MAX_SIDE = 41
+MIN_SCALE = 0.1
+"""Inputs below this scale vanish next to BatchNorm's offsets after the first block, and
+with them whatever the backbone's early layers do wrong (images are normalised to ~1)."""
+NORM_WEIGHT = (0.5, 1.5)
+NORM_BIAS = 0.2
+
+
+def signal_preserving_parameters(module, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """``parity.spec.random_parameters``, with the bias-free convolutions (every backbone
+    convolution, the head's conv-norm blocks) drawn at He's scale (variance 2 / fan_in) and
+    BatchNorm's weight in NORM_WEIGHT and bias in +-NORM_BIAS.
+
+    At the generic draw (kernels at +-1/sqrt(fan_in), BatchNorm weight and bias in +-1) each
+    conv-norm pair shrinks the input's contribution and adds an offset of about 1, so after
+    a few blocks the outputs hardly depend on the input: measured on the narrow network, a
+    max pool padded on the wrong side moved the outputs by 0.0002% (1.4x the float32 floor,
+    a pass). The residual network's own initialisation keeps the signal alive.
+    """
+    state = random_parameters(module, rng)
+    parameters = dict(module.named_parameters())
+    for name, param in parameters.items():
+        owner = name.rsplit(".", 1)[0]
+        if param.dim() == 4 and f"{owner}.bias" not in parameters:
+            bound = np.sqrt(6.0 / int(np.prod(param.shape[1:])))
+            state[name] = rng.uniform(-bound, bound, size=tuple(param.shape))
+        elif f"{owner}.running_var" in state and name.endswith(".weight"):
+            state[name] = rng.uniform(*NORM_WEIGHT, size=tuple(param.shape))
+        elif f"{owner}.running_var" in state and name.endswith(".bias"):
+            state[name] = rng.uniform(-NORM_BIAS, NORM_BIAS, size=tuple(param.shape))
+        state[name] = state[name].astype(np.float32)
+    return state
+
+
+@register_bindings(KerasDilatedResNet)
+def resnet_bindings(layer):
+    """The backbone's weights under the original's keys (``conv1.0.weight``, ``bn1.*``,
+    ``layer3.5.conv2.weight``, ``layer1.0.downsample.1.running_var``, ...)."""
+    bindings = []
+    if layer.deep_stem:  # Sequential(conv, norm, relu, conv, norm, relu, conv)
+        for index, conv in zip((0, 3, 6), layer.stem, strict=True):
+            bindings += conv_bindings(f"conv1.{index}", conv, bias=False)
+        for index, norm in zip((1, 4), layer.stem_norm, strict=True):
+            bindings += batch_norm_bindings(f"conv1.{index}", norm)
+    else:
+        bindings += conv_bindings("conv1", layer.stem[0], bias=False)
+    bindings += batch_norm_bindings("bn1", layer.bn1)
+    for stage_index, stage in enumerate(layer.stages):
+        for block_index, block in enumerate(stage):
+            prefix = f"layer{stage_index + 1}.{block_index}."
+            parts = []
+            for i in (1, 2, 3):
+                parts += conv_bindings(f"conv{i}", getattr(block, f"conv{i}"), bias=False)
+                parts += batch_norm_bindings(f"bn{i}", getattr(block, f"bn{i}"))
+            if block.downsample:
+                parts += conv_bindings("downsample.0", block.downsample_conv, bias=False)
+                parts += batch_norm_bindings("downsample.1", block.downsample_norm)
+            bindings += prefixed(prefix, parts)
+    return bindings
+
+
+@register_bindings(KerasDANet)
+def danet_bindings(layer):
+    """``pretrained.*`` and ``head.*``, as the original's state_dict names them."""
+    return prefixed("pretrained.", resnet_bindings(layer.pretrained)) + prefixed(
+        "head.", bindings_for(layer.head)
+    )
+
+
+def make_reference(channels: int):
+    _check_input_channels(channels)
+    return DANet(TEST_CLASSES, "resnet50", width=TEST_WIDTH, blocks=TEST_BLOCKS)
+
+
+def make_port(channels: int):
+    _check_input_channels(channels)
+    return KerasDANet(TEST_CLASSES, "resnet50", width=TEST_WIDTH, blocks=TEST_BLOCKS)
+
+
+def _check_input_channels(channels: int) -> None:
+    if channels != INPUT_CHANNELS:
+        raise ValueError(
+            f"DANet reads {INPUT_CHANNELS}-channel images. Received: channels={channels}"
+        )
+
+
+DANET = ModulePair(
+    name="danet",
+    make_reference=make_reference,
+    make_port=make_port,
+    min_channels=INPUT_CHANNELS,
+    max_channels=INPUT_CHANNELS,
+    randomize=signal_preserving_parameters,
+    strategy=examples(
+        min_channels=INPUT_CHANNELS,
+        max_channels=INPUT_CHANNELS,
+        max_batch=2,
+        max_side=MAX_SIDE,
+        min_scale=MIN_SCALE,
+    ),
+    ignore=("*num_batches_tracked",),
+)
+
+
+DANET_BACKBONE = ModulePair(
+    name="danet-backbone",
+    make_reference=lambda channels: DilatedResNet(TEST_BLOCKS, TEST_WIDTH),
+    make_port=lambda channels: KerasDilatedResNet(TEST_BLOCKS, TEST_WIDTH),
+    min_channels=INPUT_CHANNELS,
+    max_channels=INPUT_CHANNELS,
+    randomize=DANET.randomize,
+    strategy=DANET.strategy,
+    ignore=DANET.ignore,
+)
+"""The backbone of ``DANET`` alone (its output, ~H/8 x ~W/8): where a whole-model failure
+comes from, when the backbone's output already leaves the policy."""
