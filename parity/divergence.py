@@ -39,6 +39,7 @@ class ModuleVerdict:
     description: str  # what the module is: "Conv2d 3x3, stride 2"
     comparison: TensorComparison
     trap: Trap | None = None  # the known trap whose prediction the port's output matches
+    trap_module: str | None = None  # where the trap is: this module or one just before it
 
     @property
     def passed(self) -> bool:
@@ -68,9 +69,12 @@ class Divergence:
         close = f"within {WITHIN:g}x"
         if worst_before > WITHIN:
             close = f"within the policy, the worst at {worst_before:.3g}x"
-        trap = f"; the trap: {first.trap.cause}" if first.trap else ""
+        trap = ""
+        if first.trap is not None:
+            where = "" if first.trap_module == first.path else f" at {first.trap_module}"
+            trap = f"; the trap{where}: {first.trap.cause}"
         return (
-            f"first divergence: {first.path or '(the whole module)'} ({first.description}): "
+            f"first divergence: {first.path or 'the first output'} ({first.description}): "
             f"{first.comparison.ratio:.3g}x; {len(before)} modules before it {close}{trap}"
         )
 
@@ -102,20 +106,34 @@ def _first_tensor(value):
 
 @contextmanager
 def _recording_reference(
-    module: torch.nn.Module, paths: set[str], into: dict, inputs: dict | None = None
+    module: torch.nn.Module,
+    paths: set[str],
+    into: dict,
+    inputs: dict | None = None,
+    order: list | None = None,
+    sprung: tuple[str, Trap] | None = None,
 ):
-    """Forward hooks that keep each named sub-module's output (and input), in the order
-    they run."""
-    named = dict(module.named_modules())
+    """Forward hooks that keep each named sub-module's output (and input), and the order in
+    which every module without children runs; ``sprung`` (path, trap) replaces that
+    module's output with the trap's prediction from its input."""
     handles = []
-    for path in paths:
+    for path, sub in module.named_modules():
+        leaf = not any(True for _ in sub.children())
+        if path not in paths and not leaf and (sprung is None or path != sprung[0]):
+            continue
 
-        def hook(_, args, output, path=path):
-            into.setdefault(path, _first_tensor(output).detach())
-            if inputs is not None and args:
-                inputs.setdefault(path, _first_tensor(args).detach())
+        def hook(sub, args, output, path=path, leaf=leaf):
+            if order is not None and leaf and path not in order:
+                order.append(path)
+            if sprung is not None and path == sprung[0]:
+                output = sprung[1].predict(sub, *args)
+            if path in paths:
+                into.setdefault(path, _first_tensor(output).detach())
+                if inputs is not None and args:
+                    inputs.setdefault(path, _first_tensor(args).detach())
+            return output
 
-        handles.append(named[path].register_forward_hook(hook))
+        handles.append(sub.register_forward_hook(hook))
     try:
         yield
     finally:
@@ -202,14 +220,15 @@ def locate(checker: Checker, example: Example) -> Divergence:
     layers = matched_modules(bindings, instance.layer)
 
     truth_inputs: dict[str, torch.Tensor] = {}
+    leaves: list[str] = []  # every module without children, in execution order
 
     def reference_outputs(
-        dtype, context: Callable = nullcontext, inputs: dict | None = None
+        dtype, context: Callable = nullcontext, inputs=None, order=None, sprung=None
     ) -> dict[str, torch.Tensor]:
         module = checker.reference(example.channels, dtype)
         module.load_state_dict({k: torch.from_numpy(v) for k, v in data.state.items()})
         recorded: dict[str, torch.Tensor] = {}
-        recording = _recording_reference(module, set(layers), recorded, inputs)
+        recording = _recording_reference(module, {*layers, ""}, recorded, inputs, order, sprung)
         with recording, torch.no_grad(), context():
             module(torch.from_numpy(data.x).to(dtype))
         return recorded
@@ -217,13 +236,13 @@ def locate(checker: Checker, example: Example) -> Divergence:
     def as_numpy(tensors) -> Results:
         return {path: t.double().numpy() for path, t in tensors.items()}
 
-    truth_tensors = reference_outputs(torch.float64, inputs=truth_inputs)
+    truth_tensors = reference_outputs(torch.float64, inputs=truth_inputs, order=leaves)
     order = list(truth_tensors)  # execution order: hooks fire as modules finish
     truth = as_numpy(truth_tensors)
     reference = as_numpy(reference_outputs(checker.reference_dtype))
     recorded: dict[str, np.ndarray] = {}
     with _recording_port(layers, recorded):
-        autodiff.forward(instance.layer, x, "eager")
+        recorded[""] = autodiff.forward(instance.layer, x, "eager")[0]  # the first output
     port = {
         path: from_data_format(value, pair.data_format) if value.ndim == 4 else value
         for path, value in recorded.items()
@@ -234,9 +253,17 @@ def locate(checker: Checker, example: Example) -> Divergence:
         tensors = reference_outputs(torch.float64, lambda: bound)
         return {path: bound.deviation(t).numpy() for path, t in tensors.items()}
 
+    def explains(at: str, trap: Trap, path: str) -> bool:
+        """Does the reference with ``trap`` sprung at module ``at`` compute what the port
+        computes at ``path``, within the policy (with the reference's own error there)?"""
+        predicted = as_numpy(reference_outputs(torch.float64, sprung=(at, trap)))[path]
+        shifted = predicted + (reference[path] - truth[path])
+        (comparison,) = compare({path: predicted}, {path: shifted}, port, checker.policy)
+        return comparison.passed
+
     named = dict(checker.reference(example.channels, torch.float64).named_modules())
     verdicts = []
-    for path in order:
+    for index, path in enumerate(order):
         if path not in port or np.shape(port[path]) != np.shape(truth[path]):
             continue  # not comparable: another layout inside, or never called
         comparisons, _ = judge(
@@ -250,25 +277,37 @@ def locate(checker: Checker, example: Example) -> Divergence:
         )
         verdict = ModuleVerdict(path, describe_module(named[path]), comparisons[0])
         if not verdict.passed:
-            trap = _matching_trap(
-                named[path], truth_inputs[path], port[path], truth[path], reference[path], checker
+            previous = order[index - 1] if index else None
+            candidates = [path, *_unmatched_between(leaves, previous, path, set(layers))]
+            trapped = next(
+                (
+                    (at, trap)
+                    for at in candidates
+                    for trap in traps_for(named[at])
+                    if explains(at, trap, path)
+                ),
+                (None, None),
             )
-            verdicts.append(replace(verdict, trap=trap))
+            verdicts.append(replace(verdict, trap=trapped[1], trap_module=trapped[0]))
             break
         verdicts.append(verdict)
     return Divergence(tuple(verdicts))
 
 
-def _matching_trap(module, x, port, truth, reference, checker) -> Trap | None:
-    """The first known trap whose prediction, from the reference's own input to the module,
-    the port's output matches within the policy (with the reference's error there)."""
-    for trap in traps_for(module):
-        with torch.no_grad():
-            predicted = trap.predict(module, x).double().numpy()
-        if predicted.shape != port.shape:
-            continue
-        shifted = predicted + (reference - truth)  # keeps the reference's own error
-        (comparison,) = compare({"m": predicted}, {"m": shifted}, {"m": port}, checker.policy)
-        if comparison.passed:
-            return trap
-    return None
+def _unmatched_between(leaves: list[str], previous: str | None, path: str, matched) -> list[str]:
+    """The modules without parameters in the port's weight map (pooling, activations) that
+    ran after the last matched module before ``path`` and before ``path`` itself: a
+    divergence they cause shows first at ``path``."""
+
+    def position(name):
+        if name == "":  # the whole module: after every leaf
+            return (len(leaves), len(leaves))
+        inside = [i for i, leaf in enumerate(leaves) if leaf == name or leaf.startswith(name + ".")]
+        return (min(inside), max(inside)) if inside else None
+
+    span_before = position(previous) if previous else None
+    span = position(path)
+    if span is None:
+        return []
+    start = span_before[1] + 1 if span_before else 0
+    return [leaf for leaf in leaves[start : span[0]] if leaf not in matched]

@@ -23,7 +23,8 @@ DILATIONS = (1, 2, 4)
 
 @dataclass(frozen=True)
 class Trap:
-    """A named bug and what the module computes under it (``predict(module, input)``)."""
+    """A named bug and what the module computes under it (``predict(module, input, *rest)``:
+    the module's own call arguments)."""
 
     name: str
     cause: str  # in a sentence, for the report
@@ -76,6 +77,13 @@ def traps_for(module: torch.nn.Module) -> Iterator[Trap]:
         )
     if isinstance(module, torch.nn.Conv2d):
         yield from _conv_traps(module)
+    if getattr(module, "align_corners", None) and getattr(module, "mode", "") == "bilinear":
+        yield Trap(
+            "half-pixel resize",
+            "bilinear resizing with half-pixel centres (Keras' resize, PyTorch's "
+            "align_corners=False) where the reference aligns corners",
+            _half_pixel_resize,
+        )
     if isinstance(module, torch.nn.MaxPool2d) and max(_pair(module.stride)) > 1:
         yield Trap(
             "max-pool padding",
@@ -85,6 +93,13 @@ def traps_for(module: torch.nn.Module) -> Iterator[Trap]:
                 _keras_same(m, x, value=float("-inf")), m.kernel_size, m.stride, 0, m.dilation
             ),
         )
+
+
+def _half_pixel_resize(module, x, size=None):
+    """``nn.Upsample`` (size or scale in the module) or a resize called with its size."""
+    scale = None if size is not None else getattr(module, "scale_factor", None)
+    size = size if size is not None else getattr(module, "size", None)
+    return functional.interpolate(x, size, scale, mode="bilinear", align_corners=False)
 
 
 def _conv_traps(module: torch.nn.Conv2d) -> Iterator[Trap]:

@@ -21,6 +21,18 @@ from reference_torch.head import DANetHead
 from reference_torch.resnet import BLOCKS, DilatedResNet
 
 
+class AlignedResize(nn.Module):
+    """Bilinear resizing to ``size`` with ``align_corners=True``: the original's
+    ``upsample(x, size, mode="bilinear", align_corners=True)``, as a module so that hooks
+    (first-divergence localization) see it; it holds no state."""
+
+    mode = "bilinear"
+    align_corners = True
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return functional.interpolate(x, size, mode=self.mode, align_corners=self.align_corners)
+
+
 class DANet(nn.Module):
     """Dilated ResNet (output stride 8), DANet's head, and the three predictions resized
     bilinearly to the input with ``align_corners=True``, as the original resizes them.
@@ -54,12 +66,10 @@ class DANet(nn.Module):
             BLOCKS[backbone] if blocks is None else blocks, width, deep_stem, norm_layer
         )
         self.head = DANetHead(self.pretrained.out_channels, nclass, norm_layer)
+        self.resize = AlignedResize()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         H, W = x.shape[-2:]
         features = self.pretrained(x)  # (B, 32w, ~H/8, ~W/8)
         # Each (B, nclass, ~H/8, ~W/8) -> (B, nclass, H, W).
-        return tuple(
-            functional.interpolate(y, (H, W), mode="bilinear", align_corners=True)
-            for y in self.head(features)
-        )
+        return tuple(self.resize(y, (H, W)) for y in self.head(features))

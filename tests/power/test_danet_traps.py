@@ -1,14 +1,16 @@
 """The suite's power on the whole DANet: each planted trap is rejected where it acts and
-passes where it provably cannot act (so the rejection comes from the trap), and the
-backbone check says whether the backbone's output already leaves the policy. Forward only:
-cheap, and every trap here changes the outputs."""
+passes where it provably cannot act (so the rejection comes from the trap), and the first
+divergence (``parity.divergence``) names the module where it acts and the trap. Forward
+only: cheaper, and every trap here changes the outputs."""
 
 from dataclasses import replace
 
 import pytest
 
 from parity.assertions import ParityFailure, assert_parity
-from parity.danet_pair import DANET, DANET_BACKBONE, TEST_BLOCKS, TEST_WIDTH
+from parity.danet_pair import DANET
+from parity.divergence import locate
+from parity.engine import Checker
 from parity.strategies import Example
 from tests.power import danet_ports
 
@@ -20,24 +22,44 @@ ONE_BY_ONE = Example(2, 3, 8, 5, 1.0, 0)  # features 1x1: dilation and resizing 
 # several hundred) reaches 13-36x of that (measured), on 1x1 images 90-220x.
 TINY = Example(2, 3, 1, 1, 1.0, 0)
 
-# trap: (revealing example, concealing example or None, whether the backbone's own output
-# fails there, or None where the concealing example already isolates the trap)
+# trap: (port, revealing example, concealing example or None, the first divergent module,
+# the trap the localization names and where)
 TRAPS = {
-    "stride-2 'same' padding": (danet_ports.StrideTwoSamePadding, EVEN, ODD, None),
-    "max pool 'same' padding": (danet_ports.MaxPoolSamePadding, EVEN, ODD, None),
+    "stride-2 'same' padding": (
+        danet_ports.StrideTwoSamePadding,
+        EVEN,
+        ODD,
+        "pretrained.conv1.0",
+        ("strided 'same' padding", "pretrained.conv1.0"),
+    ),
+    "max pool 'same' padding": (
+        danet_ports.MaxPoolSamePadding,
+        EVEN,
+        ODD,
+        "pretrained.layer1.0.conv1",  # the pool has no weights: seen where it is read
+        ("max-pool padding", "pretrained.maxpool"),
+    ),
     "dilation on each stage's first block": (
         danet_ports.DilationOnFirstBlock,
         ODD,
         ONE_BY_ONE,
-        None,
+        "pretrained.layer3.0.conv2",
+        ("dilation on the wrong block", "pretrained.layer3.0.conv2"),
     ),
     "half-pixel upsampling (align_corners=False)": (
         danet_ports.HalfPixelUpsampling,
         ODD,
         ONE_BY_ONE,
-        False,
+        "",  # every module within: the resize after the last of them
+        ("half-pixel resize", "resize"),
     ),
-    "BatchNorm epsilon 1e-3": (danet_ports.BatchNormKerasEpsilon, TINY, None, True),
+    "BatchNorm epsilon 1e-3": (
+        danet_ports.BatchNormKerasEpsilon,
+        TINY,
+        None,
+        "pretrained.conv1.1",
+        ("BatchNorm epsilon", "pretrained.conv1.1"),
+    ),
 }
 
 
@@ -45,26 +67,24 @@ def whole(port_class):
     return replace(DANET, name=f"danet:{port_class.__name__}", make_port=port_class)
 
 
-def backbone(port_class):
-    return replace(
-        DANET_BACKBONE,
-        name=f"danet-backbone:{port_class.__name__}",
-        make_port=lambda channels: port_class.backbone_class(TEST_BLOCKS, TEST_WIDTH),
-    )
+def assert_located(pair, example, first: str, trap: tuple[str, str]) -> None:
+    """The first divergent module and the trap named there, every module before it within
+    the policy."""
+    divergence = locate(Checker(pair), example)
+    assert divergence.first is not None, divergence.describe()
+    assert divergence.first.path == first, divergence.describe()
+    assert (divergence.first.trap.name, divergence.first.trap_module) == trap
+    assert all(module.passed for module in divergence.modules[:-1])
 
 
 @pytest.mark.parametrize("name", TRAPS)
-def test_trap_is_rejected_where_it_acts_and_only_there(name):
-    port_class, revealing, concealing, in_backbone = TRAPS[name]
+def test_trap_is_rejected_where_it_acts_located_and_named(name):
+    port_class, revealing, concealing, first, trap = TRAPS[name]
     with pytest.raises(ParityFailure, match=r"output\[0\]"):
         assert_parity(whole(port_class), revealing, gradients=False)
-    if concealing is not None:
+    assert_located(whole(port_class), revealing, first, trap)
+    if concealing is not None:  # where the trap cannot act, the port passes: it was the trap
         assert_parity(whole(port_class), concealing, gradients=False)
-    if in_backbone:
-        with pytest.raises(ParityFailure, match="output"):
-            assert_parity(backbone(port_class), revealing, gradients=False)
-    elif in_backbone is not None:
-        assert_parity(backbone(port_class), revealing, gradients=False)
 
 
 def test_explicit_zero_padding_is_a_faithful_refactor():
@@ -73,10 +93,11 @@ def test_explicit_zero_padding_is_a_faithful_refactor():
     assert_parity(pair, ODD)
 
 
-def test_backbone_kernels_reshaped_in_conversion_are_rejected():
+def test_backbone_kernels_reshaped_in_conversion_are_rejected_and_named():
     pair = replace(whole(danet_ports._DANet), bindings=danet_ports.backbone_kernels_reshaped)
     with pytest.raises(ParityFailure, match=r"output\[0\]"):
         assert_parity(pair, ODD, gradients=False)
+    assert_located(pair, ODD, "pretrained.conv1.0", ("kernel reshaped", "pretrained.conv1.0"))
 
 
 def test_fused_conv_and_batchnorm_is_a_faithful_refactor():
