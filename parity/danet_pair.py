@@ -24,7 +24,7 @@ from parity.layout import (
 )
 from parity.spec import ModulePair, random_parameters
 from parity.strategies import examples
-from reference_torch import DANet, DilatedResNet
+from reference_torch import DANet
 
 TEST_WIDTH = 2
 TEST_BLOCKS = (1, 1, 2, 2)
@@ -133,16 +133,3 @@ DANET = ModulePair(
     ignore=("*num_batches_tracked",),
 )
 
-
-DANET_BACKBONE = ModulePair(
-    name="danet-backbone",
-    make_reference=lambda channels: DilatedResNet(TEST_BLOCKS, TEST_WIDTH),
-    make_port=lambda channels: KerasDilatedResNet(TEST_BLOCKS, TEST_WIDTH),
-    min_channels=INPUT_CHANNELS,
-    max_channels=INPUT_CHANNELS,
-    randomize=DANET.randomize,
-    strategy=DANET.strategy,
-    ignore=DANET.ignore,
-)
-"""The backbone of ``DANET`` alone (its output, ~H/8 x ~W/8): where a whole-model failure
-comes from, when the backbone's output already leaves the policy."""
