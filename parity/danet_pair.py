@@ -132,4 +132,3 @@ DANET = ModulePair(
     ),
     ignore=("*num_batches_tracked",),
 )
-
