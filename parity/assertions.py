@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from functools import cache
 
+from parity import registry
 from parity.compare import describe_failures
 from parity.engine import Checker, ExampleReport
 from parity.frameworks import backend_prefix
-from parity.spec import BUILTIN_PAIRS, ModulePair
+from parity.spec import ModulePair
 from parity.strategies import Example
 
 
@@ -30,7 +31,7 @@ def replay_command(pair: ModulePair, example: Example, train: str | None = None)
     """The ``parity check`` command that reruns ``example`` (a training step with ``train``,
     the optimizer's name; on the Keras backend it ran on), or the Python call for a pair
     the command cannot name."""
-    if pair.name in BUILTIN_PAIRS:
+    if pair.name in registry.names():
         flags = f" {pair.origin}" if pair.origin else ""
         flags += f" --train {train}" if train else ""
         return f"{backend_prefix()}parity check {pair.name}{flags} --example {example.to_text()}"

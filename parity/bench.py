@@ -19,16 +19,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from parity.sizes import BUILTIN_SIZES
+from parity import registry
 
 SHAPES = {
-    "pam": [(1, 512, 64, 64), (1, 512, 96, 96), (4, 512, 32, 32)],
-    "cam": [(1, 512, 64, 64), (1, 512, 96, 96), (4, 512, 32, 32)],
-    "head": [(1, 2048, 64, 64), (1, 2048, 96, 96), (4, 2048, 32, 32)],
+    name: list(d.bench.shapes) for name, d in registry.definitions().items() if d.bench is not None
 }
-# PAM's query and key have C // 8 channels; the head's attention runs on C // 4.
-MIN_CHANNELS = {name: size.min_channels for name, size in BUILTIN_SIZES.items()}
-HEAD_CLASSES = 19  # Cityscapes, as in DANet
+"""DANet's working shapes (B, C, H, W) per registered pair (``BenchSpec.shapes``)."""
 KERAS_MODES = ("eager", "function", "xla")
 
 
@@ -45,17 +41,17 @@ class Row:
 
 def flops(module: str, shape: tuple) -> float:
     """Multiply-adds times two of the forward pass (softmax and elementwise work left out)."""
-    b, c, h, w = shape
-    n = h * w
-    if module == "pam":
-        reduced = c // 8
-        return 2.0 * b * (n * c * (2 * reduced + c) + n * n * (reduced + c))
-    if module == "cam":
-        return 2.0 * b * 2 * n * c * c
-    inter = c // 4
-    convs = 2.0 * b * n * 9 * (2 * c * inter + 2 * inter * inter)
-    outputs = 2.0 * b * n * inter * HEAD_CLASSES * 3
-    return convs + outputs + flops("pam", (b, inter, h, w)) + flops("cam", (b, inter, h, w))
+    return registry.definition(module).bench.flops(shape)
+
+
+def _bench_modules(module: str):
+    """(reference factory, port factory) at the sizes the benchmark uses."""
+    definition = registry.definition(module)
+    pair = definition.pair
+    return (
+        definition.bench.make_reference or pair.make_reference,
+        definition.bench.make_port or pair.make_port,
+    )
 
 
 def _median_ms(run, repeats: int, warmup: int) -> float:
@@ -75,14 +71,8 @@ def _median_ms(run, repeats: int, warmup: int) -> float:
 def torch_runs(module: str, shape: tuple):
     import torch
 
-    from reference_torch import CAM_Module, DANetHead, PAM_Module
-
     _b, c, _h, _w = shape
-    reference = {
-        "pam": lambda: PAM_Module(c),
-        "cam": lambda: CAM_Module(c),
-        "head": lambda: DANetHead(c, HEAD_CLASSES),
-    }[module]().eval()
+    reference = _bench_modules(module)[0](c).eval()
     x = torch.randn(shape)
     with torch.no_grad():
         outputs = reference(x)
@@ -105,15 +95,10 @@ def torch_runs(module: str, shape: tuple):
 
 
 def keras_runs(module: str, shape: tuple, mode: str, chunk_size: int | None = None):
-    from impl_keras import ChannelAttention, DANetHead, PositionAttention
     from parity import autodiff
 
     b, c, h, w = shape
-    layer = {
-        "pam": lambda: PositionAttention(chunk_size=chunk_size),
-        "cam": ChannelAttention,
-        "head": lambda: DANetHead(HEAD_CLASSES),
-    }[module]()
+    layer = _lean_pam_layer(chunk_size) if chunk_size else _bench_modules(module)[1](c)
     x = np.random.default_rng(0).standard_normal((b, h, w, c)).astype("float32")
     outputs = autodiff.forward(layer, x)
     cotangents = [
@@ -251,6 +236,13 @@ def truth_attention_gib(side: int) -> float:
     return 8.0 * (side * side) ** 2 / 2**30
 
 
+def _lean_pam_layer(chunk_size: int):
+    """The memory-lean PAM (``--lean``: a feature of the bundled PAM port, not a pair)."""
+    from impl_keras import PositionAttention
+
+    return PositionAttention(chunk_size=chunk_size)
+
+
 def lean_pam(sides=(64, 128, 256), channels=512, chunk_size=512, repeats=1, progress=print):
     """The memory-lean PAM against the dense one: forward+backward time and peak memory,
     and its output against PAM_Module where PAM_Module's float64 attention fits."""
@@ -322,7 +314,7 @@ def lean_parity(side, channels=512, chunk_size=512, seed=0, layer=None) -> dict:
 
     from impl_keras import PositionAttention
     from parity.engine import Checker
-    from parity.spec import PAM
+    from parity.registry import pair as registered_pair
     from parity.strategies import Example
 
     if truth_attention_gib(side) > TRUTH_LIMIT_GIB:
@@ -331,7 +323,7 @@ def lean_parity(side, channels=512, chunk_size=512, seed=0, layer=None) -> dict:
             f"{truth_attention_gib(side):.0f} GiB (limit {TRUTH_LIMIT_GIB:g} GiB)"
         )
     pair = replace(
-        PAM,
+        registered_pair("pam"),
         name=f"pam (chunk {chunk_size})",
         make_port=lambda channels: (
             PositionAttention(chunk_size=chunk_size) if layer is None else layer

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from parity import registry
 from parity.layout import (
     StateDictMismatchError,
     bindings_for,
@@ -31,8 +32,6 @@ from parity.layout import (
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 KERAS_SUFFIX = ".weights.h5"
 ALWAYS_IGNORED = ("*num_batches_tracked",)  # BatchNorm's counter: no Keras counterpart
-MODULES = ("head", "pam", "cam")
-CAM_NOMINAL_CHANNELS = 8  # CAM holds only gamma: any channel count reads the same file
 
 
 class CheckpointError(Exception):
@@ -144,27 +143,32 @@ def _size(state, key, path, axis: int) -> int:
     return shape[axis]
 
 
-def keras_layer(module: str, *, in_channels: int, out_channels: int | None = None):
-    """The bundled Keras layer for ``module``, built for ``in_channels``."""
-    from impl_keras import ChannelAttention, DANetHead, PositionAttention
+def modules() -> list[str]:
+    """The registered pairs a checkpoint can be converted for."""
+    return [name for name, d in registry.definitions().items() if d.checkpoint is not None]
 
-    layer = {
-        "head": lambda: DANetHead(out_channels),
-        "pam": PositionAttention,
-        "cam": ChannelAttention,
-    }[module]()
-    layer.build((None, None, None, in_channels))
+
+def default_module() -> str:
+    """The pair ``parity convert`` converts when ``--module`` is not given."""
+    return next(
+        (n for n, d in registry.definitions().items() if d.checkpoint and d.checkpoint.default),
+        modules()[0],
+    )
+
+
+def keras_layer(module: str, **sizes):
+    """The bundled Keras layer for ``module``, built for ``sizes["channels"]``."""
+    layer = registry.definition(module).checkpoint.make_layer(**sizes)
+    layer.build((None, None, None, sizes["channels"]))
     return layer
 
 
 def _layer_for_state(module, state, prefix, path):
-    if module == "head":
-        in_channels = _size(state, prefix + "conv5a.0.weight", path, 1)
-        out_channels = _size(state, prefix + "conv6.1.weight", path, 0)
-        return keras_layer("head", in_channels=in_channels, out_channels=out_channels)
-    if module == "pam":
-        return keras_layer("pam", in_channels=_size(state, prefix + "value_conv.weight", path, 0))
-    return keras_layer("cam", in_channels=CAM_NOMINAL_CHANNELS)
+    def read(key, axis):
+        return _size(state, prefix + key, path, axis)
+
+    sizes = registry.definition(module).checkpoint.from_state(read)
+    return keras_layer(module, **sizes), sizes
 
 
 def _model(layer):
@@ -181,8 +185,8 @@ def load_keras_weights(layer, path: str | Path):
     return layer
 
 
-def _h5_channels(path: Path, module: str) -> tuple[int, int | None]:
-    """(in_channels, out_channels) read off the kernels in a .weights.h5 file."""
+def _h5_sizes(path: Path, module: str) -> dict[str, int]:
+    """The layer's sizes read off the kernels in a .weights.h5 file."""
     import h5py
 
     kernels = {}
@@ -203,11 +207,7 @@ def _h5_channels(path: Path, module: str) -> tuple[int, int | None]:
             raise CheckpointError(f"{path} has no {part} kernel: not a {module} weights file")
         return found[0]
 
-    if module == "head":
-        return find("conv5a")[2], find("conv6")[3]
-    if module == "pam":
-        return find("value_conv")[2], None
-    return CAM_NOMINAL_CHANNELS, None
+    return registry.definition(module).checkpoint.from_keras(find)
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -235,7 +235,7 @@ def torch_to_keras(
     source: str | Path,
     target: str | Path,
     *,
-    module: str = "head",
+    module: str,
     prefix: str = "",
     ignore: Iterable[str] = (),
 ) -> Conversion:
@@ -243,7 +243,7 @@ def torch_to_keras(
     state = read_torch_checkpoint(source)
     if prefix and not any(key.startswith(prefix) for key in state):
         raise CheckpointError(f"{source} has no key under the prefix {prefix!r}")
-    layer = _layer_for_state(module, state, prefix, source)
+    layer, sizes = _layer_for_state(module, state, prefix, source)
     patterns = (*ALWAYS_IGNORED, *ignore)
     try:
         bindings = load_state_dict(layer, state, prefix=prefix, ignore=patterns)
@@ -258,23 +258,22 @@ def torch_to_keras(
             if key.startswith(prefix) and any(fnmatchcase(key[len(prefix) :], p) for p in patterns)
         ),
     )
-    if module == "head":
-        out = layer.out_channels
+    describe = registry.definition(module).checkpoint.describe
+    if describe is not None:
         conversion.notes.append(
             f"load it with parity.checkpoint.load_keras_weights(layer, {str(target)!r}) "
-            f"into a built impl_keras.DANetHead({out})"
+            f"into a built {describe(sizes)}"
         )
     return conversion
 
 
 def keras_to_torch(
-    source: str | Path, target: str | Path, *, module: str = "head", prefix: str = ""
+    source: str | Path, target: str | Path, *, module: str, prefix: str = ""
 ) -> Conversion:
     source, target = Path(source), Path(target)
     if not source.is_file():
         raise CheckpointError(f"no such weights file: {source}")
-    in_channels, out_channels = _h5_channels(source, module)
-    layer = keras_layer(module, in_channels=in_channels, out_channels=out_channels)
+    layer = keras_layer(module, **_h5_sizes(source, module))
     try:
         load_keras_weights(layer, source)
     except (ValueError, KeyError) as error:
@@ -282,17 +281,17 @@ def keras_to_torch(
         raise CheckpointError(f"{source} does not fit a {module}: {first}") from None
     state = export_state_dict(layer, prefix=prefix)
     conversion = Conversion(rows=_rows(bindings_for(layer), state, prefix))
-    if module == "head":
-        counters = [
-            key.removesuffix("running_var") + "num_batches_tracked"
-            for key in state
-            if key.endswith(".running_var")
-        ]
+    counters = [
+        key.removesuffix("running_var") + "num_batches_tracked"
+        for key in state
+        if key.endswith(".running_var")
+    ]
+    if counters:
         for counter in counters:
             state[counter] = np.zeros((), np.int64)
         conversion.notes.append(
             f"{len(counters)} num_batches_tracked counters have no Keras counterpart: written "
-            "as 0, so that the file loads into the PyTorch head (the counter only matters for "
+            f"as 0, so that the file loads into the PyTorch {module} (the counter only matters for "
             "BatchNorm with momentum=None)"
         )
     from safetensors.numpy import save_file
@@ -302,11 +301,12 @@ def keras_to_torch(
     return conversion
 
 
-def convert(source, target, *, module="head", prefix="", ignore=()) -> Conversion:
-    """Pick the direction from the file names."""
+def convert(source, target, *, module=None, prefix="", ignore=()) -> Conversion:
+    """Pick the direction from the file names; ``module`` defaults to ``default_module()``."""
     source, target = Path(source), Path(target)
-    if module not in MODULES:
-        raise CheckpointError(f"unknown --module {module!r}; expected one of {list(MODULES)}")
+    module = module or default_module()
+    if module not in modules():
+        raise CheckpointError(f"unknown --module {module!r}; expected one of {modules()}")
     if target.exists() and target.is_dir():
         raise CheckpointError(f"{target} is a directory; name the output file")
     if str(target).endswith(KERAS_SUFFIX) and (source.suffix in (*TORCH_SUFFIXES, ".safetensors")):

@@ -23,9 +23,10 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from parity import registry
 from parity.frameworks import LEGACY_ENV, backend_prefix, legacy_keras_enabled, looks_legacy
 from parity.quiet import import_keras_quietly
-from parity.sizes import BUILTIN_SIZES, TooLarge, check_fits
+from parity.sizes import TooLarge, check_fits
 from parity.writable import NotWritable, check_directory, check_file
 
 # No module-level import of TensorFlow, PyTorch or Keras: a usage error is answered without
@@ -79,6 +80,18 @@ def _version() -> str:
         return "(not installed)"
 
 
+def _listing() -> str:
+    return ", ".join(f"{n} ({d.summary})" for n, d in registry.definitions().items())
+
+
+def _benched() -> list[str]:
+    return [n for n, d in registry.definitions().items() if d.bench is not None]
+
+
+def _convertible() -> dict:
+    return {n: d for n, d in registry.definitions().items() if d.checkpoint is not None}
+
+
 class _Parser(argparse.ArgumentParser):
     """Argument errors as one line (no usage block): a CI log shows the line that matters."""
 
@@ -102,7 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
         "could not run.",
     )
     check.add_argument(
-        "modules", nargs="*", metavar="MODULE", help="pam, cam, head (default: all three)"
+        "modules",
+        nargs="*",
+        metavar="MODULE",
+        help=f"any of {_listing()} (default: all of them)",
     )
     check.add_argument(
         "--port",
@@ -112,15 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--weight-map",
         metavar="FILE.json",
-        help='reference parameter -> port weight path, e.g. {"query_conv.weight": "pam/q/kernel"}',
+        help="a JSON object: reference parameter -> your port's weight path (null: it has none)",
     )
     check.add_argument(
         "--absent",
         action="append",
         default=[],
         metavar="PARAM",
-        help="a reference parameter your port does not have, e.g. query_conv.bias (a glob, "
-        "repeatable: '*.bias' for use_bias=False): held at zero in the reference",
+        help="a reference parameter your port does not have (a glob, repeatable: '*.bias' "
+        "for use_bias=False): held at zero in the reference",
     )
     check.add_argument(
         "--spec",
@@ -159,10 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="time and measure the Keras port against the PyTorch reference",
         description="Forward and forward+backward time (median after warm-up) and peak "
         "memory of the PyTorch reference and the Keras port (eager, tf.function, XLA) at "
-        "DANet's working shapes, with achieved GFLOP/s against the machine's matmul "
+        "each module's working shapes, with achieved GFLOP/s against the machine's matmul "
         "throughput.",
     )
-    bench.add_argument("modules", nargs="*", metavar="MODULE", help="pam, cam, head (default: all)")
+    bench.add_argument(
+        "modules",
+        nargs="*",
+        metavar="MODULE",
+        help=f"any of {', '.join(_benched())} (default: all of them)",
+    )
     bench.add_argument("--repeats", type=_positive, default=5, help="timed runs per case (5)")
     bench.add_argument("--threads", type=_positive, default=2, help="threads per framework (2)")
     bench.add_argument(
@@ -170,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_shape,
         action="append",
         metavar="B,C,H,W",
-        help="time this input shape (NCHW) instead of DANet's working shapes; repeatable",
+        help="time this input shape (NCHW) instead of the modules' working shapes; repeatable",
     )
     bench.add_argument("--no-memory", action="store_true", help="skip peak memory (faster)")
     bench.add_argument("--plot", metavar="FILE.png", help="time and memory against H*W")
@@ -190,7 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("source", metavar="IN")
     convert.add_argument("target", metavar="OUT")
-    convert.add_argument("--module", choices=["head", "pam", "cam"], default="head")
+    convertible = _convertible()
+    default = next((n for n, d in convertible.items() if d.checkpoint.default), None)
+    convert.add_argument(
+        "--module",
+        choices=list(convertible),
+        default=default,
+        help=f"the module the checkpoint holds (default: {default})",
+    )
     convert.add_argument(
         "--prefix", default="", help="keys' prefix in the checkpoint, e.g. head. for a full DANet"
     )
@@ -209,22 +237,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_shape_fits(module: str, shape: tuple[int, int, int, int], option: str) -> None:
     """A bundled module's smallest channel count, and whether its attention fits in memory."""
-    size = BUILTIN_SIZES.get(module)
+    size = registry.definition(module).size
     text = ",".join(map(str, shape))
-    if size is not None and shape[1] < size.min_channels:
+    if shape[1] < size.min_channels:
         raise UsageError(
             f"{option} {text}: {module} needs at least {size.min_channels} channels, got {shape[1]}"
         )
     try:
-        check_fits(module, shape)
+        check_fits(module, size, shape)
     except TooLarge as error:
         raise UsageError(f"{option}: {error}") from None
 
 
-def _check_module_names(names: list[str]) -> None:
-    unknown = [name for name in names if name not in BUILTIN_SIZES]
+def _check_module_names(names: list[str], known: list[str] | None = None) -> None:
+    known = registry.names() if known is None else known
+    unknown = [name for name in names if name not in known]
     if unknown:
-        raise UsageError(f"unknown module {unknown[0]!r}; expected one of {sorted(BUILTIN_SIZES)}")
+        raise UsageError(f"unknown module {unknown[0]!r}; expected one of {sorted(known)}")
 
 
 def validate_check(args) -> None:
@@ -232,7 +261,7 @@ def validate_check(args) -> None:
     are checked once it is imported: check_pairs)."""
     if args.spec and args.modules:
         raise UsageError("give either --spec or module names, not both")
-    modules = [] if args.spec else (args.modules or list(BUILTIN_SIZES))
+    modules = [] if args.spec else (args.modules or registry.names())
     _check_module_names(modules)
     if args.example is not None:
         for module in modules:
@@ -256,8 +285,8 @@ def check_pairs(args, pairs) -> None:
 
 
 def validate_bench(args) -> None:
-    _check_module_names(args.modules)
-    for module in args.modules or list(BUILTIN_SIZES):
+    _check_module_names(args.modules, _benched())
+    for module in args.modules or _benched():
         for shape in args.shape or []:
             _check_shape_fits(module, shape, "--shape")
     if args.json:
@@ -278,7 +307,7 @@ VALIDATORS = {"check": validate_check, "bench": validate_bench, "convert": valid
 
 def _pairs(args) -> list:
     from parity.ports import PortLoadError, import_target, load_factory
-    from parity.spec import BUILTIN_PAIRS, ModulePair, with_port
+    from parity.spec import ModulePair, with_port
     from parity.weight_map import WeightMapError, read_weight_map
 
     if args.spec:
@@ -292,12 +321,8 @@ def _pairs(args) -> list:
             raise UsageError(f"--spec {args.spec} is a {type(pair).__name__}, not a ModulePair")
         pairs = [pair]
     else:
-        unknown = [name for name in args.modules if name not in BUILTIN_PAIRS]
-        if unknown:
-            raise UsageError(
-                f"unknown module {unknown[0]!r}; expected one of {sorted(BUILTIN_PAIRS)}"
-            )
-        pairs = [BUILTIN_PAIRS[name] for name in (args.modules or BUILTIN_PAIRS)]
+        _check_module_names(args.modules)
+        pairs = [registry.pair(name) for name in (args.modules or registry.names())]
     if args.port is None:
         if args.weight_map or args.data_format or args.absent:
             raise UsageError(
@@ -305,7 +330,7 @@ def _pairs(args) -> list:
             )
         return pairs
     if len(pairs) != 1:
-        raise UsageError("--port checks one module: name it (parity check pam --port ...)")
+        raise UsageError("--port checks one module: name it (parity check MODULE --port ...)")
     try:
         factory = load_factory(args.port)
         weight_map = read_weight_map(args.weight_map) if args.weight_map else None
@@ -515,7 +540,7 @@ def _absent_failure(checker, outcome: Outcome) -> str:
         if outcome.counterexample is None
         else "the rest was checked with them held at zero in the reference"
     )
-    example = {"query_conv.bias": None} if "query_conv.bias" in absent else {absent[0]: None}
+    example = {absent[0]: None}
     flags = " ".join(f"--absent {key}" for key in absent)
     return (
         f"the port has no counterpart for {', '.join(absent)} (use_bias=False?); {judged}. "
@@ -806,7 +831,7 @@ def run_bench(args) -> int:
     from parity import bench
 
     torch.set_num_threads(args.threads)
-    modules = args.modules or list(bench.SHAPES)
+    modules = args.modules or _benched()
 
     def progress(text):
         print(text, file=sys.stderr, flush=True)

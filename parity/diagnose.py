@@ -157,28 +157,11 @@ class Diagnoser:
         )
         instance = self.checker.port(example.channels, fmt_x.astype(np.float32))
         current = self.checker.bindings(instance, example.channels)
-        hypotheses = []
-        roles = {b.torch_key: reference_role(b.torch_key) for b in current}
-        swapped = []
-        for b in current:
-            role, kind = roles[b.torch_key]
-            partner_role = {"query": "key", "key": "query"}.get(role)
-            partner = partner_role and next(
-                (o for o in current if roles[o.torch_key] == (partner_role, kind)), None
-            )
-            swapped.append(Binding(b.torch_key, partner.variable, b.layout) if partner else b)
-        if any(s.variable is not b.variable for s, b in zip(swapped, current, strict=True)):
-            mapping = {b.torch_key: instance.name_of(b.variable) for b in swapped}
-            mapping.update({key: None for key in self.checker.declared_absent})
-            suggestion = json.dumps(mapping, indent=2)
-            hypotheses.append(
-                (
-                    "query and key named the other way round",
-                    _names_contradicted(current, swapped, instance.name_of),
-                    swapped,
-                    f"Pass this as --weight-map FILE.json:\n{suggestion}",
-                )
-            )
+        hypotheses = [
+            hypothesis
+            for swap in self.pair.role_swaps
+            if (hypothesis := self._role_swap(swap, current, instance)) is not None
+        ]
         for name, layout in KERNEL_LAYOUTS.items():
             kernels = [b for b in current if len(data.state[b.torch_key].shape) == 4]
             if not kernels or all(b.layout == layout for b in kernels):
@@ -202,27 +185,33 @@ class Diagnoser:
                     f"if they were {name}; loaded that way, they make the port match"
                 )
             hypotheses.append((f"kernel layout: {name}", cause, alternative, ""))
-        statistics = {"running_mean": "running_var", "running_var": "running_mean"}
-        by_key = {b.torch_key: b for b in current}
-        swapped_statistics = []
-        for b in current:
-            stem, _, stat = b.torch_key.rpartition(".")
-            partner = by_key.get(f"{stem}.{statistics[stat]}") if stat in statistics else None
-            swapped_statistics.append(
-                Binding(b.torch_key, partner.variable, b.layout) if partner else b
-            )
-        if any(
-            s.variable is not b.variable for s, b in zip(swapped_statistics, current, strict=True)
-        ):
-            hypotheses.append(
-                (
-                    "running mean and variance swapped",
-                    "BatchNorm's running mean and running variance are swapped in conversion",
-                    swapped_statistics,
-                    "",
-                )
-            )
+        for swap in self.pair.buffer_swaps:
+            exchanged = _buffers_swapped(swap, current)
+            if any(s.variable is not b.variable for s, b in zip(exchanged, current, strict=True)):
+                hypotheses.append((swap.name, swap.cause, exchanged, ""))
         return hypotheses
+
+    def _role_swap(self, swap, current, instance):
+        """The port's weights for ``swap``'s two roles loaded into each other's place: a
+        hypothesis (name, cause, bindings, the weight map that makes it pass), or None
+        where the pair's parameters hold no such two roles."""
+        roles = {b.torch_key: reference_role(b.torch_key, self.pair.roles) for b in current}
+        partners = {swap.first: swap.second, swap.second: swap.first}
+        swapped = []
+        for b in current:
+            role, kind = roles[b.torch_key]
+            partner_role = partners.get(role)
+            partner = partner_role and next(
+                (o for o in current if roles[o.torch_key] == (partner_role, kind)), None
+            )
+            swapped.append(Binding(b.torch_key, partner.variable, b.layout) if partner else b)
+        if all(s.variable is b.variable for s, b in zip(swapped, current, strict=True)):
+            return None
+        mapping = {b.torch_key: instance.name_of(b.variable) for b in swapped}
+        mapping.update({key: None for key in self.checker.declared_absent})
+        suggestion = json.dumps(mapping, indent=2)
+        cause = _names_contradicted(swap, current, swapped, instance.name_of, self.pair.roles)
+        return swap.name, cause, swapped, f"Pass this as --weight-map FILE.json:\n{suggestion}"
 
     def batch_leak(self, report: ExampleReport, data: ExampleData) -> Finding | None:
         """Does sample 0 change sample 1's output? Is the port right on batch 1?"""
@@ -383,7 +372,8 @@ class Diagnoser:
             findings += self.pairs_of_bugs(variants, examples, datas)
 
         findings.sort(key=lambda f: (not f.explains, f.residual))
-        findings = _merge_query_key(findings)
+        for swap in self.pair.role_swaps:
+            findings = _merge_swaps(swap, findings)
         explaining = [f for f in findings if f.explains]
         if explaining:
             best = explaining[0]
@@ -433,38 +423,54 @@ def _unexplained(findings: list[Finding], examples: int) -> str:
     return text
 
 
-def _names_contradicted(current, swapped, name_of) -> str:
+def _buffers_swapped(swap, current: list[Binding]) -> list[Binding]:
+    """Each tensor ending in ``swap.first`` loaded into its sibling ``swap.second``'s
+    weight and the other way round."""
+    partners = {swap.first: swap.second, swap.second: swap.first}
+    by_key = {b.torch_key: b for b in current}
+    exchanged = []
+    for b in current:
+        stem, _, last = b.torch_key.rpartition(".")
+        partner = by_key.get(f"{stem}.{partners[last]}") if last in partners else None
+        exchanged.append(Binding(b.torch_key, partner.variable, b.layout) if partner else b)
+    return exchanged
+
+
+def _names_contradicted(swap, current, swapped, name_of, roles) -> str:
     """'the port's `k` computes the reference's query and its `q` the reference's key', when
     the port's names say query and key; else that its weights were assigned the other way."""
+    first, second = swap.first, swap.second
+    same = f" (or, the same numbers, {swap.same_as})" if swap.same_as else ""
     owners = {}
     for now, then in zip(current, swapped, strict=True):
-        role, kind = reference_role(now.torch_key)
-        if kind == "weight" and role in ("query", "key"):
+        role, kind = reference_role(now.torch_key, roles)
+        if kind == "weight" and role in (first, second):
             owners[role] = name_of(then.variable).rsplit("/", 1)[0]
-    named = {role: name_role(name)[0] for role, name in owners.items()}
-    if set(owners) == {"query", "key"} and named == {"query": "key", "key": "query"}:
+    named = {role: name_role(name, roles)[0] for role, name in owners.items()}
+    if set(owners) == {first, second} and named == {first: second, second: first}:
         return (
-            f"the port's `{owners['query']}` computes the reference's query and its "
-            f"`{owners['key']}` the reference's key: its names say the opposite. Loaded "
-            "against their names, the weights make the port match (or, the same numbers, its "
-            "energy is key^T query); if the names are what is wrong, use the weight map below"
+            f"the port's `{owners[first]}` computes the reference's {first} and its "
+            f"`{owners[second]}` the reference's {second}: its names say the opposite. Loaded "
+            f"against their names, the weights make the port match{same}; if the names are "
+            "what is wrong, use the weight map below"
         )
     return (
-        "query and key are assigned the other way round: loaded into each other's "
-        "convolution, the weights make the port match (or, the same numbers, its energy is "
-        "key^T query); if the assignment is what is wrong, use the weight map below"
+        f"{first} and {second} are assigned the other way round: loaded into each other's "
+        f"{swap.held_in}, the weights make the port match{same}; if the assignment is what is "
+        "wrong, use the weight map below"
     )
 
 
-def _merge_query_key(findings: list[Finding]) -> list[Finding]:
-    """Swapped query/key math and swapped query/key names predict the same numbers."""
+def _merge_swaps(swap, findings: list[Finding]) -> list[Finding]:
+    """Swapped roles in the math (``swap.variant``) and swapped names predict the same
+    numbers: one finding."""
     by_name = {f.hypothesis: f for f in findings}
-    math_swap = by_name.get("query and key swapped")
-    name_swap = by_name.get("query and key named the other way round")
+    math_swap = by_name.get(swap.variant)
+    name_swap = by_name.get(swap.name)
     if not (math_swap and name_swap and math_swap.explains and name_swap.explains):
         return findings
     merged = Finding(
-        "query and key swapped",
+        swap.variant,
         name_swap.cause,
         True,
         min(math_swap.residual, name_swap.residual),

@@ -126,7 +126,13 @@ def conv_bindings(prefix: str, conv, *, bias: bool = True) -> list[Binding]:
 
 
 def bindings_for(layer) -> list[Binding]:
-    """The bindings of a built layer whose class (or a base class) is registered."""
+    """The bindings of a built layer whose class (or a base class) is registered. The
+    bundled layers' binders come with their pairs (``parity/pairs/``), loaded on first
+    use, so that importing this module imports no framework and no port."""
+    if not any(cls in _BINDERS for cls in type(layer).__mro__):
+        from parity import registry
+
+        registry.pairs()  # each pair registers its bundled layer's binder
     for cls in type(layer).__mro__:
         if cls in _BINDERS:
             if not layer.built:
@@ -154,42 +160,6 @@ def batch_norm_bindings(prefix: str, norm) -> list[Binding]:
 
 def prefixed(prefix: str, bindings: list[Binding]) -> list[Binding]:
     return [replace(b, torch_key=prefix + b.torch_key) for b in bindings]
-
-
-def _register_bundled_layers() -> None:
-    from impl_keras import ChannelAttention, DANetHead, PositionAttention
-
-    @register_bindings(PositionAttention)
-    def _pam(layer):
-        return [
-            *conv_bindings("query_conv", layer.query_conv),
-            *conv_bindings("key_conv", layer.key_conv),
-            *conv_bindings("value_conv", layer.value_conv),
-            Binding("gamma", layer.gamma, SCALAR),
-        ]
-
-    @register_bindings(ChannelAttention)
-    def _cam(layer):
-        return [Binding("gamma", layer.gamma, SCALAR)]
-
-    @register_bindings(DANetHead)
-    def _head(layer):
-        bindings = []
-        for name in ("conv5a", "conv5c"):
-            block = getattr(layer, name)
-            bindings += conv_bindings(f"{name}.0", block.conv, bias=False)
-            bindings += batch_norm_bindings(f"{name}.1", block.norm)
-        bindings += prefixed("sa.", _pam(layer.sa)) + prefixed("sc.", _cam(layer.sc))
-        for name in ("conv51", "conv52"):
-            block = getattr(layer, name)
-            bindings += conv_bindings(f"{name}.0", block.conv, bias=False)
-            bindings += batch_norm_bindings(f"{name}.1", block.norm)
-        for name in ("conv6", "conv7", "conv8"):
-            bindings += conv_bindings(f"{name}.1", getattr(layer, name).conv)
-        return bindings
-
-
-_register_bundled_layers()
 
 
 # ---------------------------------------------------------------------------------------

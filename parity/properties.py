@@ -19,26 +19,15 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import replace
 from functools import cache
 
 import pytest
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
-from impl_keras import PositionAttention
+from parity import registry
 from parity.assertions import assert_parity
-from parity.spec import (
-    BUILTIN_PAIRS,
-    CAM,
-    HEAD,
-    PAM,
-    ModulePair,
-    channels_first,
-    detect_module,
-    pair_for_port,
-    with_port,
-)
+from parity.spec import ModulePair, channels_first, detect_module, pair_for_port, with_port
 from parity.weight_map import read_weight_map
 
 EXAMPLES_ENV = "DANET_PARITY_EXAMPLES"
@@ -46,12 +35,6 @@ EXAMPLES_ENV = "DANET_PARITY_EXAMPLES"
 
 SOFTMAX_OVER_ONE = "ignore:You are using a softmax over axis"
 """PAM on a 1x1 map takes a softmax over one position: expected, not a bug."""
-
-# The memory-lean PAM is one more port: blocks of 7 query positions leave a remainder block
-# whenever H*W is not a multiple of 7.
-PAM_CHUNKED = replace(
-    PAM, name="pam-chunked", make_port=lambda channels: PositionAttention(chunk_size=7)
-)
 
 
 def property_settings() -> settings:
@@ -80,11 +63,13 @@ def replay_flags(target: str, weight_map: str | None, data_format: str | None) -
 def pairs_under_test(
     port: str | None, weight_map: str | None = None, data_format: str | None = None
 ) -> tuple[ModulePair, ...]:
-    """The bundled ports (both data formats, and the chunked PAM), or the port named by
-    ``[pam=|cam=|head=]MODULE:FACTORY`` (its module detected when not named)."""
+    """Every registered pair's bundled ports (both data formats, and the other ports a pair
+    bundles, such as the chunked PAM), or the port named by ``[NAME=]MODULE:FACTORY`` (its
+    module detected when not named)."""
     if port is None:
-        bundled = tuple(pair for p in (PAM, CAM, HEAD) for pair in (p, channels_first(p)))
-        return (*bundled, PAM_CHUNKED, channels_first(PAM_CHUNKED))
+        definitions = registry.definitions().values()
+        bundled = [d.pair for d in definitions] + [p for d in definitions for p in d.more_ports()]
+        return tuple(pair for p in bundled for pair in (p, channels_first(p)))
     mapping = read_weight_map(weight_map) if weight_map else None
     origin = replay_flags(port, weight_map, data_format)
     return (pair_for_port(port, weight_map=mapping, data_format=data_format, origin=origin),)
@@ -129,16 +114,17 @@ def check_port(
     data_format: str | None = None,
 ) -> None:
     """Run the parity property (outputs and every gradient) against ``port``: a
-    ``MODULE:FACTORY`` string or the factory itself. ``module`` (pam, cam, head) is
-    detected from the port's weights when not given. Raises ParityFailure (an
-    AssertionError) on the minimal counterexample, with a ``parity check`` replay command."""
+    ``MODULE:FACTORY`` string or the factory itself. ``module`` (a registered pair's
+    name: ``parity.registry.names()``) is detected from the port's weights when not given.
+    Raises ParityFailure (an AssertionError) on the minimal counterexample, with a
+    ``parity check`` replay command."""
     __tracebackhide__ = True
     if isinstance(port, str):
         target = f"{module}={port}" if module else port
         pair = pair_for_port(target, weight_map=weight_map, data_format=data_format)
     else:
         fmt = data_format or "channels_last"
-        base = BUILTIN_PAIRS[module or detect_module(port, fmt)]
+        base = registry.pair(module or detect_module(port, fmt))
         origin = f"--port {port.__module__}:{port.__qualname__}"
         pair = with_port(base, port, weight_map=weight_map, data_format=data_format, origin=origin)
     chosen = property_settings()

@@ -27,9 +27,10 @@ def pytest_addoption(parser):
     group.addoption(
         "--parity-port",
         default=os.environ.get(PORT_ENV),
-        metavar="[pam=|cam=|head=]MODULE:FACTORY",
-        help=f"run the parity properties against this port (env {PORT_ENV}); the module is "
-        "detected from the port's weights when not named",
+        metavar="[NAME=]MODULE:FACTORY",
+        help=f"run the parity properties against this port (env {PORT_ENV}); NAME, the "
+        "module it ports (parity check --help lists them), is detected from the port's "
+        "weights when not given",
     )
     group.addoption(
         "--parity-weight-map",

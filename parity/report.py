@@ -78,7 +78,7 @@ SCHEMA = {
     ],
     "properties": {
         "schema_version": {"const": SCHEMA_VERSION},
-        "module": {"type": "string", "description": "pam, cam, or a user pair's name"},
+        "module": {"type": "string", "description": "a registered pair's name, or a user pair's"},
         "port": {"type": "string", "description": "MODULE:FACTORY, or 'bundled'"},
         "data_format": {"enum": ["channels_last", "channels_first"]},
         "verdict": {"enum": ["pass", "fail"]},

@@ -1,5 +1,6 @@
-"""What the bundled modules need, known without importing a framework: their smallest channel
-count and the memory their attention maps take.
+"""What a module needs, known without importing a framework: its smallest channel count and
+the memory its attention maps take (each bundled pair declares its ``ModuleSize`` in its
+file in ``parity/pairs/``).
 
 The command answers an impossible request (PAM on 4 channels, a 4096x4096 feature map) in
 a fraction of a second, before TensorFlow and PyTorch are imported and before anything is
@@ -26,16 +27,6 @@ class ModuleSize:
     attention_values: Callable[[int, int, int, int], int]
 
 
-BUILTIN_SIZES = {
-    # (B, H*W, H*W) position attention.
-    "pam": ModuleSize(8, lambda b, c, h, w: b * (h * w) ** 2),
-    # (B, C, C) channel attention.
-    "cam": ModuleSize(1, lambda b, c, h, w: b * c * c),
-    # Both, on C // 4 channels.
-    "head": ModuleSize(32, lambda b, c, h, w: b * ((h * w) ** 2 + (c // 4) ** 2)),
-}
-
-
 class TooLarge(ValueError):
     """A shape whose attention maps would not fit in this machine's memory."""
 
@@ -56,12 +47,13 @@ def human_bytes(count: float) -> str:
     raise AssertionError("unreachable")
 
 
-def check_fits(module: str, shape: tuple[int, int, int, int], memory: int | None = None) -> None:
-    """Raise TooLarge when ``module``'s attention at ``shape`` (B, C, H, W) would take more
-    than half of ``memory`` (default: this machine's)."""
-    size = BUILTIN_SIZES.get(module)
+def check_fits(
+    module: str, size: ModuleSize, shape: tuple[int, int, int, int], memory: int | None = None
+) -> None:
+    """Raise TooLarge when ``module``'s attention (of ``size``) at ``shape`` (B, C, H, W)
+    would take more than half of ``memory`` (default: this machine's)."""
     memory = machine_memory() if memory is None else memory
-    if size is None or memory is None:
+    if memory is None:
         return
     needed = size.attention_values(*shape) * BYTES_PER_ATTENTION_VALUE
     if needed > memory / 2:

@@ -1,8 +1,9 @@
 """A module pair: the reference, the port, and what it takes to check one against the other.
 
 The parity engine knows nothing about PAM or CAM: it runs a ``ModulePair``. The bundled
-pairs are below; a planted buggy port, or a user's own, is the same pair with another
-``make_port`` (``dataclasses.replace(PAM, make_port=MyPort)``).
+pairs live in ``parity/pairs/``, a file each, found by ``parity.registry``; a planted buggy
+port, or a user's own, is the same pair with another ``make_port``
+(``dataclasses.replace(pair, make_port=MyPort)``).
 """
 
 from __future__ import annotations
@@ -14,15 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from impl_keras import ChannelAttention, PositionAttention
-from impl_keras import DANetHead as KerasDANetHead
+from parity import registry
 from parity.layout import Binding, bindings_for
 from parity.ports import PortError
-from parity.sizes import BUILTIN_SIZES
 from parity.strategies import examples
-from parity.variants import CAM_VARIANTS, HEAD_VARIANTS, PAM_VARIANTS
-from parity.weight_map import WeightMapError, map_weights
-from reference_torch import CAM_Module, DANetHead, PAM_Module
+from parity.weight_map import Roles, WeightMapError, map_weights
 
 GAMMA_MAGNITUDE = (0.25, 4.0)
 """Scalar parameters (``gamma``) are drawn this far from zero, with a random sign: at
@@ -61,6 +58,46 @@ def random_parameters(module, rng: np.random.Generator) -> dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
+class RoleSwap:
+    """Two parameter roles a port may hold the other way round (query and key): the
+    diagnosis loads each reference parameter into the other's weight and sees whether the
+    port then matches. ``same_as``: the bug in the math that predicts the same numbers, in
+    words (``its energy is key^T query``); ``variant``: the name of that bug's variant, whose
+    finding is merged with this one; ``held_in``: what holds each role (``convolution``)."""
+
+    first: str
+    second: str
+    same_as: str = ""
+    variant: str = ""
+    held_in: str = "weights"
+
+    @property
+    def name(self) -> str:
+        return f"{self.first} and {self.second} named the other way round"
+
+
+@dataclass(frozen=True)
+class BufferSwap:
+    """Two tensors a conversion may exchange, named by the last part of their keys
+    (``running_mean``, ``running_var``): the diagnosis loads each into the other's weight."""
+
+    first: str
+    second: str
+    name: str
+    cause: str
+
+
+BATCH_NORM_STATISTICS = BufferSwap(
+    "running_mean",
+    "running_var",
+    "running mean and variance swapped",
+    "BatchNorm's running mean and running variance are swapped in conversion",
+)
+"""PyTorch's BatchNorm buffers, which a converter may exchange: tried for every pair (where no
+key ends in them, the hypothesis does not arise)."""
+
+
+@dataclass(frozen=True)
 class ModulePair:
     """A PyTorch reference module and the Keras port that claims to compute the same.
 
@@ -80,6 +117,13 @@ class ModulePair:
         residual: the module returns ``x + f(x)`` (the diagnosis uses it).
         variants: ``parity.variants.Variant`` s: the reference with one known bug each,
             module-specific hypotheses for the diagnosis.
+        roles: ``((role, words), ...)``: the words a port's weight names use for each
+            parameter role (``("query", frozenset({"query", "q"}))``), for mapping weights
+            by name and naming them in diagnoses; without roles, weights map by order and
+            shape.
+        role_swaps: ``RoleSwap`` s the diagnosis tries (query and key exchanged).
+        buffer_swaps: ``BufferSwap`` s the diagnosis tries (default: BatchNorm's running mean
+            and variance).
         origin: the ``parity check`` flags that select this port (``--port ...``).
     """
 
@@ -96,6 +140,9 @@ class ModulePair:
     ignore: tuple[str, ...] = ()
     residual: bool = False
     variants: tuple = ()
+    roles: Roles = ()
+    role_swaps: tuple[RoleSwap, ...] = ()
+    buffer_swaps: tuple[BufferSwap, ...] = (BATCH_NORM_STATISTICS,)
     origin: str = ""  # command-line flags that select this port, for replay commands
 
     def __repr__(self) -> str:  # short, for pytest's and Hypothesis' failure reports
@@ -111,43 +158,14 @@ class ModulePair:
         return examples(min_channels=self.min_channels, max_channels=self.max_channels)
 
 
-PAM = ModulePair(
-    name="pam",
-    make_reference=PAM_Module,
-    make_port=lambda channels: PositionAttention(),
-    min_channels=BUILTIN_SIZES["pam"].min_channels,
-    residual=True,
-    variants=tuple(PAM_VARIANTS),
-)
-CAM = ModulePair(
-    name="cam",
-    make_reference=CAM_Module,
-    make_port=lambda channels: ChannelAttention(),
-    min_channels=BUILTIN_SIZES["cam"].min_channels,
-    residual=True,
-    variants=tuple(CAM_VARIANTS),
-)
-
-
-def head_out_channels(in_channels: int) -> int:
-    """The head's classes, 2 to 8, varying with the drawn input channels so that the
-    examples cover class counts too without another field."""
-    return 2 + in_channels % 7
-
-
-HEAD = ModulePair(
-    name="head",
-    make_reference=lambda channels: DANetHead(channels, head_out_channels(channels)),
-    make_port=lambda channels: KerasDANetHead(head_out_channels(channels)),
-    min_channels=BUILTIN_SIZES["head"].min_channels,
-    max_channels=64,
-    strategy=examples(
-        min_channels=BUILTIN_SIZES["head"].min_channels, max_channels=64, max_side=16
-    ),
-    ignore=("*num_batches_tracked",),
-    variants=tuple(HEAD_VARIANTS),
-)
-BUILTIN_PAIRS = {pair.name: pair for pair in (PAM, CAM, HEAD)}
+def __getattr__(name: str):
+    """``parity.spec.PAM`` and the like, for code written before the pairs moved to
+    ``parity/pairs/`` (``parity.registry.pair("pam")`` is their home now)."""
+    if name == "BUILTIN_PAIRS":
+        return registry.pairs()
+    if name.isupper() and name.lower() in registry.names():
+        return registry.pair(name.lower())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def channels_first(pair: ModulePair) -> ModulePair:
@@ -166,9 +184,11 @@ def mapped_bindings(
     weight_map: dict[str, str | None] | None = None,
     ignore: tuple[str, ...] = (),
     absent: tuple[str, ...] = (),
+    roles: Roles = (),
 ):
-    """Bindings found by ``parity.weight_map``: names, creation order, or ``weight_map``;
-    ``absent`` (globs) declares reference parameters the port does not have."""
+    """Bindings found by ``parity.weight_map``: names (the words of ``roles``), creation
+    order, or ``weight_map``; ``absent`` (globs) declares reference parameters the port
+    does not have."""
 
     def bindings(port, reference):
         shapes = {
@@ -178,7 +198,12 @@ def mapped_bindings(
         }
         try:
             mapped = map_weights(
-                shapes, port.weights, weight_map, name_of=port.name_of, declared_absent=absent
+                shapes,
+                port.weights,
+                weight_map,
+                name_of=port.name_of,
+                declared_absent=absent,
+                roles=roles,
             )
         except PortError as error:
             if not port.untracked:
@@ -231,7 +256,7 @@ def with_port(
     return replace(
         pair,
         make_port=factory,
-        bindings=mapped_bindings(weight_map, pair.ignore, absent),
+        bindings=mapped_bindings(weight_map, pair.ignore, absent, pair.roles),
         data_format=data_format or pair.data_format,
         origin=origin,
     )
@@ -248,19 +273,19 @@ def detect_module(factory: Callable[[int], Any], data_format: str = "channels_la
     shape = (1, channels, 3, 5) if data_format == "channels_first" else (1, 3, 5, channels)
     port = instantiate(factory, channels, np.zeros(shape, np.float32))
     trainable = [w for w in port.weights if w.trainable]
-    for name, pair in BUILTIN_PAIRS.items():
+    for name, pair in registry.pairs().items():
         reference = pair.make_reference(channels)
         shapes = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
         try:
-            bound = map_weights(shapes, port.weights, name_of=port.name_of)
+            bound = map_weights(shapes, port.weights, name_of=port.name_of, roles=pair.roles)
         except PortError:
             continue
         if len(bound) == len(trainable):
             return name
     raise PortError(
         "cannot tell which module the port implements: its weights "
-        f"({', '.join(f'{port.name_of(w)} {tuple(w.shape)}' for w in trainable)}) fit neither PAM "
-        "nor CAM; name it: --port pam=MODULE:FACTORY"
+        f"({', '.join(f'{port.name_of(w)} {tuple(w.shape)}' for w in trainable)}) fit none of "
+        f"{', '.join(registry.names())}; name it: --port {registry.names()[0]}=MODULE:FACTORY"
     )
 
 
@@ -271,7 +296,7 @@ def pair_for_port(
     data_format: str | None = None,
     origin: str = "",
 ) -> ModulePair:
-    """``pam=MODULE:FACTORY`` (or ``MODULE:FACTORY``, the module detected) as a pair."""
+    """``NAME=MODULE:FACTORY`` (or ``MODULE:FACTORY``, the module detected) as a pair."""
     from parity.ports import load_factory
 
     module, sep, rest = target.partition("=")
@@ -279,11 +304,11 @@ def pair_for_port(
         module, rest = "", target
     factory = load_factory(rest)
     module = module or detect_module(factory, data_format or "channels_last")
-    if module not in BUILTIN_PAIRS:
-        known = sorted(BUILTIN_PAIRS)
+    if module not in registry.names():
+        known = sorted(registry.names())
         raise ValueError(f"unknown module {module!r} in --port {target}; expected one of {known}")
     return with_port(
-        BUILTIN_PAIRS[module],
+        registry.pair(module),
         factory,
         weight_map=weight_map,
         data_format=data_format,

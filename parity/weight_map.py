@@ -1,11 +1,12 @@
 """Which weight of a port holds which parameter of the reference.
 
 In this order: an explicit map (JSON: ``{"query_conv.weight": "q/kernel", ...}``); then
-names, where they say it (query/q, key/k, value/v, gamma/alpha/beta/scale; kernel/weight,
-bias; case and separators ignored); then the order the port created its weights in, among
-weights whose shapes fit. The layout of each pair (conv kernel, dense kernel, vector,
-scalar) follows from the two shapes. Port weights are named by the attribute paths their
-author wrote (``q/kernel`` for ``self.q = Conv2D(...)``), the same in every instance.
+names, where they say it (the words of the pair's roles, for DANet query/q, key/k, value/v,
+gamma/alpha/beta/scale; kernel/weight, bias; case and separators ignored); then the order
+the port created its weights in, among weights whose shapes fit. The layout of each pair
+(conv kernel, dense kernel, vector, scalar) follows from the two shapes. Port weights are
+named by the attribute paths their author wrote (``q/kernel`` for ``self.q = Conv2D(...)``),
+the same in every instance.
 
 A reference bias the port lacks (``use_bias=False``) does not stop the check: it is held at
 zero in the reference and reported; the map declares such an absence with ``null``
@@ -95,12 +96,10 @@ def infer_layout(torch_shape: tuple[int, ...], keras_shape: tuple[int, ...]) -> 
     return None
 
 
-_ROLES = {
-    "query": {"query", "q"},
-    "key": {"key", "k"},
-    "value": {"value", "v"},
-    "gamma": {"gamma", "alpha", "beta", "scale"},
-}
+Roles = tuple[tuple[str, frozenset[str]], ...]
+"""``((role, words), ...)``: the words weight names use for each parameter role of a pair
+(``("query", frozenset({"query", "q"}))``); a pair supplies its own (``ModulePair.roles``)."""
+
 _KINDS = {"weight": {"weight", "kernel", "w"}, "bias": {"bias", "b"}}
 
 
@@ -109,7 +108,7 @@ def _tokens(name: str) -> list[str]:
     return [t for t in re.split(r"[^a-z0-9]+", spaced.lower()) if t]
 
 
-def _role_and_kind(name: str) -> tuple[str | None, str | None]:
+def _role_and_kind(name: str, roles: Roles = ()) -> tuple[str | None, str | None]:
     tokens = _tokens(name)
     if not tokens:
         return None, None
@@ -118,20 +117,20 @@ def _role_and_kind(name: str) -> tuple[str | None, str | None]:
     joined = "".join(owner)
     roles = {
         role
-        for role, words in _ROLES.items()
+        for role, words in roles
         if any(t in words for t in owner) or any(len(w) > 1 and w in joined for w in words)
     }
     return (roles.pop() if len(roles) == 1 else None), kind
 
 
-def name_role(name: str) -> tuple[str | None, str | None]:
+def name_role(name: str, roles: Roles = ()) -> tuple[str | None, str | None]:
     """('query', 'weight') for a port weight 'q/kernel'; (None, 'bias') for 'conv2d/bias'."""
-    return _role_and_kind(name)
+    return _role_and_kind(name, roles)
 
 
-def reference_role(key: str) -> tuple[str | None, str | None]:
+def reference_role(key: str, roles: Roles = ()) -> tuple[str | None, str | None]:
     """('query', 'weight') for 'query_conv.weight'; ('gamma', None) for 'gamma'."""
-    return _role_and_kind(key)
+    return _role_and_kind(key, roles)
 
 
 def read_weight_map(path: str | Path) -> dict[str, str | None]:
@@ -178,6 +177,7 @@ def map_weights(
     explicit: Mapping[str, str | None] | None = None,
     name_of=None,
     declared_absent: tuple[str, ...] = (),
+    roles: Roles = (),
 ) -> Bindings:
     """Bind every reference parameter to one port weight, or raise PortError listing both sides.
 
@@ -185,7 +185,8 @@ def map_weights(
     Keras variables in creation order; ``name_of(weight)`` is the name matched against the
     reference's (default: the weight's path). An explicit map names those paths (or full
     ones), or ``None`` for a parameter the port does not have. Biases the port lacks are
-    returned as ``absent`` rather than refused.
+    returned as ``absent`` rather than refused. ``roles``: the pair's words for its
+    parameters' roles (without them, names decide nothing).
     """
     name_of = name_of or _port_name
     by_path = {_port_name(w): w for w in port_weights}
@@ -236,13 +237,13 @@ def map_weights(
     for key in wanted:
         if key in bindings:
             continue
-        role, kind = reference_role(key)
+        role, kind = reference_role(key, roles)
         candidates = [
             w
             for w in port_weights
             if id(w) not in taken
             and role is not None
-            and _role_and_kind(name_of(w)) == (role, kind)
+            and _role_and_kind(name_of(w), roles) == (role, kind)
         ]
         if len(candidates) == 1:
             bind(key, candidates[0])
@@ -271,21 +272,21 @@ def map_weights(
         + (", ".join(f"{name_of(w)} {tuple(w.shape)}" for w in extra) or "none"),
     ]
     message = "cannot map the reference's weights onto the port: " + "; ".join(lines)
-    structure = describe_structure(reference, missing, extra, name_of)
+    structure = describe_structure(reference, missing, extra, name_of, roles)
     raise PortError(f"{structure} ({message})" if structure else message)
 
 
-def describe_structure(reference, missing, extra, name_of) -> str:
+def describe_structure(reference, missing, extra, name_of, roles: Roles = ()) -> str:
     """In words, when the unmapped weights show another architecture: convolutions whose
     output channels differ from the reference's, or BatchNorm layers it does not have."""
     parts = []
     by_role = {}
     for weight in extra:
-        role, kind = _role_and_kind(name_of(weight))
+        role, kind = _role_and_kind(name_of(weight), roles)
         if kind == "weight" and len(weight.shape) in (2, 4):
             by_role.setdefault(role, weight)
     for key in missing:
-        role, kind = reference_role(key)
+        role, kind = reference_role(key, roles)
         weight = by_role.get(role)
         if kind != "weight" or weight is None or len(reference[key]) != 4:
             continue

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from parity.assertions import assert_parity, assert_training_parity, checker_for
 from parity.engine import judge
-from parity.properties import PAM_CHUNKED
+from parity.pairs.pam import chunked
 from parity.spec import CAM, HEAD, PAM, channels_first
 from parity.strategies import Example, examples
 from parity.training import ADAM
@@ -53,7 +53,7 @@ def test_no_false_failure_in_the_cancellation_corner(name, data):
 
 @pytest.mark.parametrize("example", PAM_CORNERS, ids=lambda e: e.to_text())
 @pytest.mark.parametrize(
-    "pair", [PAM, channels_first(PAM), PAM_CHUNKED], ids=["nhwc", "nchw", "chunked"]
+    "pair", [PAM, channels_first(PAM), chunked()], ids=["nhwc", "nchw", "chunked"]
 )
 def test_pam_passes_the_corners_found_by_random_seeds(pair, example):
     assert_parity(pair, example)

@@ -15,7 +15,7 @@ from impl_keras import ChannelAttention, DANetHead, PositionAttention
 from parity import autodiff
 from parity.assertions import assert_report
 from parity.engine import Checker
-from parity.properties import PAM_CHUNKED
+from parity.pairs.pam import chunked
 from parity.spec import CAM, HEAD, PAM
 from parity.strategies import Example
 
@@ -46,7 +46,7 @@ def checker(pair, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("pair", [PAM, PAM_CHUNKED, CAM, HEAD], ids=lambda p: p.name)
+@pytest.mark.parametrize("pair", [PAM, chunked(), CAM, HEAD], ids=lambda p: p.name)
 @given(data=st.data())
 @settings(max_examples=max(5, settings().max_examples // 5))
 def test_every_execution_mode_matches_the_reference(pair, mode, data):

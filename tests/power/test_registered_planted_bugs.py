@@ -1,0 +1,56 @@
+"""The power of the suite over every registered pair's own planted bugs
+(``PairDefinition.planted`` in ``parity/pairs/``): the parity property rejects each, by a
+wide margin, and the diagnosis names the bug it was planted as. A port that crashes is not
+rejected here: it fails the test."""
+
+import pytest
+from hypothesis import Phase, given, settings
+
+from parity import registry
+from parity.assertions import ParityFailure, assert_parity, checker_for
+from parity.diagnose import diagnose
+from parity.spec import with_port
+
+PLANTED = {
+    f"{definition.name}: {bug.name}": (definition, bug)
+    for definition in registry.definitions().values()
+    for bug in definition.planted()
+}
+
+
+def failing_report(pair):
+    """The report of the shrunk example the property fails on; None if it never fails.
+    Anything but a ParityFailure (a crash, a weight the port cannot hold) propagates."""
+
+    @settings(max_examples=50, database=None, deadline=None, phases=[Phase.generate, Phase.shrink])
+    @given(pair.examples())
+    def parity_property(example):
+        assert_parity(pair, example)
+
+    try:
+        parity_property()
+    except ParityFailure as failure:
+        return failure.report
+    return None
+
+
+@pytest.mark.filterwarnings("ignore:You are using a softmax over axis")
+@pytest.mark.parametrize("name", PLANTED)
+def test_planted_bug_is_rejected_and_named(name):
+    definition, bug = PLANTED[name]
+    pair = with_port(definition.pair, bug.make_port, origin=f"planted: {bug.name}")
+    report = failing_report(pair)
+    assert report is not None, f"{name}: the property never failed"
+    policy = checker_for(pair).policy
+    assert report.worst().ratio > 100 * policy.factor, report.worst()
+    diagnosis = diagnose(checker_for(pair), report.example)
+    assert diagnosis.explained, diagnosis.text()
+    assert diagnosis.findings[0].hypothesis == bug.hypothesis, diagnosis.text()
+
+
+def test_every_registered_pair_ships_a_planted_bug_or_is_covered_elsewhere():
+    """The bundled DANet pairs' planted bugs live in tests/power/ports.py; a new pair brings
+    its own in its file."""
+    covered_by_tests_power = {"pam", "cam", "head"}
+    for definition in registry.definitions().values():
+        assert definition.planted() or definition.name in covered_by_tests_power, definition.name
