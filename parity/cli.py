@@ -99,6 +99,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+DEFAULT_EXAMPLES = 100
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="parity",
@@ -143,7 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE:PAIR",
         help="check a module pair of your own (a parity.spec.ModulePair)",
     )
-    check.add_argument("--examples", type=_positive, default=100, help="examples per module (100)")
+    check.add_argument(
+        "--examples",
+        type=_positive,
+        default=None,
+        help=f"examples per module ({DEFAULT_EXAMPLES}, or fewer where the pair says one "
+        "example costs seconds)",
+    )
     check.add_argument("--seed", type=int, default=0, help="Hypothesis seed (0)")
     check.add_argument(
         "--data-format",
@@ -478,7 +487,7 @@ def _check_examples(pair, args, outcome: Outcome, progress: Progress):
 
     @hypothesis_seed(args.seed)
     @settings(
-        max_examples=args.examples,
+        max_examples=examples_for(pair, args),
         database=None,
         deadline=None,
         derandomize=False,
@@ -568,6 +577,14 @@ def _table(outcome: Outcome, policy) -> str:
     return "\n".join(rows)
 
 
+def examples_for(pair, args) -> int:
+    """``--examples``, else the registered pair's own count, else DEFAULT_EXAMPLES."""
+    if args.examples is not None:
+        return args.examples
+    known = pair.name in registry.names()
+    return (known and registry.definition(pair.name).examples) or DEFAULT_EXAMPLES
+
+
 def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
     from parity.assertions import checker_for
     from parity.ports import PortLoadError
@@ -575,7 +592,8 @@ def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
 
     out = out or sys.stdout
     outcome = Outcome(pair.name)
-    progress = Progress(pair.name, 1 if args.example is not None else args.examples, sys.stderr)
+    total = 1 if args.example is not None else examples_for(pair, args)
+    progress = Progress(pair.name, total, sys.stderr)
     started = time.perf_counter()
     checker = checker_for(pair)
     try:
@@ -649,10 +667,37 @@ def _print_failure(pair, args, outcome: Outcome, checker, out):
     diagnosis = None
     if not args.train:  # the diagnosis' hypotheses are about evaluation mode
         diagnosis = diagnose(checker, example)
+        divergence = _first_divergence(checker, example)
+        trapped = divergence.first if divergence is not None else None
+        if not diagnosis.explained and trapped is not None and trapped.trap is not None:
+            diagnosis = Diagnosis(
+                True,
+                f"{trapped.trap.cause}, at {trapped.trap_module} (the reference with that "
+                "layer trapped computes what the port computes there, within the policy)",
+                diagnosis.findings,
+            )
         if not diagnosis.restates_error:
             print(diagnosis.text(), file=out)
+        if divergence is not None:
+            print(divergence.describe(), file=out)
     print(f"Replay: {replay_command(args, pair.name, example)}", file=out)
     return diagnosis
+
+
+def _first_divergence(checker, example):
+    """Where the port's forward pass first leaves the policy, for a model whose sub-modules
+    the weight map matches (``parity.divergence``); None where it cannot say (a tf.keras 2
+    port, a port that fails only in its gradients, one sub-module or none)."""
+    from parity.divergence import locate
+    from parity.ports import PortError
+
+    try:
+        divergence = locate(checker, example)
+    except (PortError, AttributeError):  # AttributeError: a layer without Keras 3's tracking
+        return None
+    if divergence.first is None or len(divergence.modules) < 2:
+        return None
+    return divergence
 
 
 def _recheck(pair, args, checker, example):

@@ -64,10 +64,11 @@ def pairs_under_test(
     port: str | None, weight_map: str | None = None, data_format: str | None = None
 ) -> tuple[ModulePair, ...]:
     """Every registered pair's bundled ports (both data formats, and the other ports a pair
-    bundles, such as the chunked PAM), or the port named by ``[NAME=]MODULE:FACTORY`` (its
+    bundles, such as the chunked PAM) but those with an example count of their own, or the
+    port named by ``[NAME=]MODULE:FACTORY`` (its
     module detected when not named)."""
-    if port is None:
-        definitions = registry.definitions().values()
+    if port is None:  # pairs whose examples cost seconds run in tests of their own
+        definitions = [d for d in registry.definitions().values() if d.examples is None]
         bundled = [d.pair for d in definitions] + [p for d in definitions for p in d.more_ports()]
         return tuple(pair for p in bundled for pair in (p, channels_first(p)))
     mapping = read_weight_map(weight_map) if weight_map else None

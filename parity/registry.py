@@ -92,6 +92,9 @@ class PairDefinition:
         planted: ``() -> (PlantedBug, ...)``: buggy ports of its own for the power tests.
         bench: what ``parity bench`` times, or None.
         checkpoint: how ``parity convert`` sizes its layer, or None.
+        examples: examples per property where one example costs seconds (the whole
+            DANet): ``parity check``'s default for this pair, and the property suite runs
+            the pair in a test of its own with this count; None: 100, the profile's.
     """
 
     name: str
@@ -103,6 +106,7 @@ class PairDefinition:
     planted: Callable[[], tuple[PlantedBug, ...]] = tuple
     bench: BenchSpec | None = None
     checkpoint: CheckpointSpec | None = None
+    examples: int | None = None
 
     @property
     def pair(self):

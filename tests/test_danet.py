@@ -12,17 +12,22 @@ import keras
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.nn import functional
 
 from impl_keras import DANet as KerasDANet
 from impl_keras import resize_bilinear_align_corners
+from parity import registry
 from parity.assertions import assert_parity
-from parity.danet_pair import DANET
 from parity.layout import export_state_dict, load_state_dict, nhwc_to_nchw
+from parity.properties import draw_example, property_settings
 from parity.spec import channels_first, random_parameters
 from parity.strategies import Example
 from reference_torch import DANet
 from tests.test_head import ORIGINAL_KEYS as HEAD_KEYS
+
+DANET = registry.pair("danet")
 
 NORM = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 BLOCK_KEYS = [
@@ -180,3 +185,12 @@ def test_whole_model_outputs_at_a_larger_size():
     policy's rounding floor is needed)."""
     report = assert_parity(DANET, Example(2, 3, 33, 41, 1.0, 0), gradients=False)
     assert [c.name for c in report.comparisons] == ["output[0]", "output[1]", "output[2]"]
+
+
+@settings(property_settings(), max_examples=registry.definition("danet").examples)
+@given(data=st.data())
+def test_whole_model_outputs_match_reference(data):
+    """The registered pair's property, at its own example count (an example costs seconds):
+    random batch, sides (1 and odd included) and scales; outputs (the fixed examples above
+    check every gradient)."""
+    assert_parity(DANET, draw_example(data, DANET), gradients=False)

@@ -1,5 +1,5 @@
 """Whole-DANet ports with the bugs people report when a converted network "gives different
-predictions", each on top of the bundled port at the test size of ``parity.danet_pair``,
+predictions", each on top of the bundled port at the test size of ``parity.pairs.danet``,
 and a faithful refactor. Each class is its own factory (``Class(channels)``); its backbone
 alone is ``Class.backbone_class``.
 
@@ -24,8 +24,8 @@ from keras import ops
 
 from impl_keras import DANet
 from impl_keras.resnet import Bottleneck, DilatedResNet, TorchConv2D
-from parity.danet_pair import TEST_BLOCKS, TEST_CLASSES, TEST_WIDTH
 from parity.layout import CONV_KERNEL, Binding, bindings_for
+from parity.pairs.danet import TEST_BLOCKS, TEST_CLASSES, TEST_WIDTH
 from tests.power.ports import RESHAPED_KERNEL
 
 

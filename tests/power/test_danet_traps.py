@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 
 from parity.assertions import ParityFailure, assert_parity
-from parity.danet_pair import DANET
 from parity.divergence import locate
 from parity.engine import Checker
+from parity.registry import pair
 from parity.strategies import Example
 from tests.power import danet_ports
 
@@ -64,7 +64,7 @@ TRAPS = {
 
 
 def whole(port_class):
-    return replace(DANET, name=f"danet:{port_class.__name__}", make_port=port_class)
+    return replace(pair("danet"), name=f"danet:{port_class.__name__}", make_port=port_class)
 
 
 def assert_located(pair, example, first: str, trap: tuple[str, str]) -> None:

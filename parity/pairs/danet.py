@@ -11,20 +11,9 @@ included: how the strided convolutions and the max pool round is part of the che
 
 from __future__ import annotations
 
-import numpy as np
-
-from impl_keras import DANet as KerasDANet
-from impl_keras.resnet import DilatedResNet as KerasDilatedResNet
-from parity.layout import (
-    batch_norm_bindings,
-    bindings_for,
-    conv_bindings,
-    prefixed,
-    register_bindings,
-)
-from parity.spec import ModulePair, random_parameters
-from parity.strategies import examples
-from reference_torch import DANet
+from parity.layout import batch_norm_bindings, bindings_for, conv_bindings, prefixed
+from parity.registry import PairDefinition
+from parity.sizes import ModuleSize
 
 TEST_WIDTH = 2
 TEST_BLOCKS = (1, 1, 2, 2)
@@ -38,7 +27,17 @@ NORM_WEIGHT = (0.5, 1.5)
 NORM_BIAS = 0.2
 
 
-def signal_preserving_parameters(module, rng: np.random.Generator) -> dict[str, np.ndarray]:
+EXAMPLES = 10
+"""Examples per property: one costs seconds (a ResNet, however narrow, and the head)."""
+
+SIZE = ModuleSize(
+    INPUT_CHANNELS,
+    lambda b, c, h, w: b * (((h + 7) // 8 * ((w + 7) // 8)) ** 2 + (16 * TEST_WIDTH // 4) ** 2),
+)
+"""The head's PAM and CAM on the backbone's output (~H/8 x ~W/8, 32 * width channels)."""
+
+
+def signal_preserving_parameters(module, rng):
     """``parity.spec.random_parameters``, with the bias-free convolutions (every backbone
     convolution, the head's conv-norm blocks) drawn at He's scale (variance 2 / fan_in) and
     BatchNorm's weight in NORM_WEIGHT and bias in +-NORM_BIAS.
@@ -49,6 +48,10 @@ def signal_preserving_parameters(module, rng: np.random.Generator) -> dict[str, 
     max pool padded on the wrong side moved the outputs by 0.0002% (1.4x the float32 floor,
     a pass). The residual network's own initialisation keeps the signal alive.
     """
+    import numpy as np
+
+    from parity.spec import random_parameters
+
     state = random_parameters(module, rng)
     parameters = dict(module.named_parameters())
     for name, param in parameters.items():
@@ -64,7 +67,6 @@ def signal_preserving_parameters(module, rng: np.random.Generator) -> dict[str, 
     return state
 
 
-@register_bindings(KerasDilatedResNet)
 def resnet_bindings(layer):
     """The backbone's weights under the original's keys (``conv1.0.weight``, ``bn1.*``,
     ``layer3.5.conv2.weight``, ``layer1.0.downsample.1.running_var``, ...)."""
@@ -91,7 +93,6 @@ def resnet_bindings(layer):
     return bindings
 
 
-@register_bindings(KerasDANet)
 def danet_bindings(layer):
     """``pretrained.*`` and ``head.*``, as the original's state_dict names them."""
     return prefixed("pretrained.", resnet_bindings(layer.pretrained)) + prefixed(
@@ -100,13 +101,17 @@ def danet_bindings(layer):
 
 
 def make_reference(channels: int):
+    from reference_torch import DANet
+
     _check_input_channels(channels)
     return DANet(TEST_CLASSES, "resnet50", width=TEST_WIDTH, blocks=TEST_BLOCKS)
 
 
 def make_port(channels: int):
+    from impl_keras import DANet
+
     _check_input_channels(channels)
-    return KerasDANet(TEST_CLASSES, "resnet50", width=TEST_WIDTH, blocks=TEST_BLOCKS)
+    return DANet(TEST_CLASSES, "resnet50", width=TEST_WIDTH, blocks=TEST_BLOCKS)
 
 
 def _check_input_channels(channels: int) -> None:
@@ -116,19 +121,40 @@ def _check_input_channels(channels: int) -> None:
         )
 
 
-DANET = ModulePair(
-    name="danet",
-    make_reference=make_reference,
-    make_port=make_port,
-    min_channels=INPUT_CHANNELS,
-    max_channels=INPUT_CHANNELS,
-    randomize=signal_preserving_parameters,
-    strategy=examples(
+def build():
+    from impl_keras import DANet as KerasDANet
+    from impl_keras.resnet import DilatedResNet as KerasDilatedResNet
+    from parity.layout import register_bindings
+    from parity.registry import pair
+    from parity.spec import ModulePair
+    from parity.strategies import examples
+
+    pair("head")  # the head's bindings, registered
+    register_bindings(KerasDilatedResNet)(resnet_bindings)
+    register_bindings(KerasDANet)(danet_bindings)
+    return ModulePair(
+        name="danet",
+        make_reference=make_reference,
+        make_port=make_port,
         min_channels=INPUT_CHANNELS,
         max_channels=INPUT_CHANNELS,
-        max_batch=2,
-        max_side=MAX_SIDE,
-        min_scale=MIN_SCALE,
-    ),
-    ignore=("*num_batches_tracked",),
+        randomize=signal_preserving_parameters,
+        strategy=examples(
+            min_channels=INPUT_CHANNELS,
+            max_channels=INPUT_CHANNELS,
+            max_batch=2,
+            max_side=MAX_SIDE,
+            min_scale=MIN_SCALE,
+        ),
+        ignore=("*num_batches_tracked",),
+    )
+
+
+PAIR = PairDefinition(
+    name="danet",
+    summary="the whole DANet (dilated ResNet, head, resize), narrow",
+    order=4,
+    size=SIZE,
+    build=build,
+    examples=EXAMPLES,
 )
