@@ -21,8 +21,9 @@ def test_a_faithful_head_has_no_divergence():
     divergence = locate(Checker(HEAD), EXAMPLE)
     assert divergence.first is None
     # Every parameterised module of the head is judged: 4 conv+norm blocks, PAM's three
-    # convolutions and PAM itself, CAM, the three classifiers.
-    assert len(divergence.modules) == 16
+    # convolutions and PAM itself, CAM, the three classifiers; then the first output.
+    assert len(divergence.modules) == 17
+    assert divergence.modules[-1].path == ""
     assert "within the policy" in divergence.describe()
 
 
