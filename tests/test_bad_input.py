@@ -186,6 +186,9 @@ def test_ctrl_c_during_a_check_is_one_line_and_130(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a suite started in the background (nohup, "&") ignores SIGINT,
+        # and its children would inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     time.sleep(6)
     process.send_signal(signal.SIGINT)
