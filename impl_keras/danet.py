@@ -80,6 +80,10 @@ class DANet(keras.layers.Layer):
             else (None, channels, None, None)
         )
         self.head.build(features)
+        channel_axis = -1 if self.data_format == "channels_last" else 1
+        self.input_spec = keras.layers.InputSpec(
+            ndim=4, axes={channel_axis: input_shape[channel_axis]}
+        )
 
     def call(self, inputs, training=None):
         shape = ops.shape(inputs)

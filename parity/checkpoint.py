@@ -201,13 +201,26 @@ def _h5_sizes(path: Path, module: str) -> dict[str, int]:
     except OSError as error:
         raise CheckpointError(f"cannot read {path} as Keras weights: {error}") from None
 
-    def find(part):
-        found = [shape for name, shape in sorted(kernels.items()) if f"/{part}/" in f"/{name}"]
-        if not found:
-            raise CheckpointError(f"{path} has no {part} kernel: not a {module} weights file")
-        return found[0]
+    return registry.definition(module).checkpoint.from_keras(_Kernels(kernels, path, module))
 
-    return registry.definition(module).checkpoint.from_keras(find)
+
+class _Kernels:
+    """The kernels of a .weights.h5 file by path: ``kernels(part)`` is the first one under a
+    path segment ``part``; ``kernels.all(part)``, every one's shape."""
+
+    def __init__(self, kernels: dict[str, tuple], path: Path, module: str):
+        self.kernels, self.path, self.module = kernels, path, module
+
+    def all(self, part: str) -> list[tuple]:
+        return [shape for name, shape in sorted(self.kernels.items()) if f"/{part}/" in f"/{name}"]
+
+    def __call__(self, part: str) -> tuple:
+        found = self.all(part)
+        if not found:
+            raise CheckpointError(
+                f"{self.path} has no {part} kernel: not a {self.module} weights file"
+            )
+        return found[0]
 
 
 # -- writing -----------------------------------------------------------------------------------

@@ -205,3 +205,35 @@ def test_bad_arguments_are_one_line_and_exit_2(names, message, danet_checkpoint,
         ["convert", *(str(tmp_path / n) for n in names), "--prefix", "head."], capsys
     )
     assert status == 2 and message in err
+
+
+@pytest.mark.parametrize(
+    ("backbone", "deep_stem", "keys"), [("resnet50", True, 368), ("resnet101", False, 662)]
+)
+def test_a_whole_danet_checkpoint_converts_both_ways_bit_for_bit(
+    backbone, deep_stem, keys, tmp_path, capsys
+):
+    """Backbone and head, the original's keys under a 'state_dict' wrapper, the depth (16 or
+    33 bottlenecks), width and stem read off the keys going one way and off the kernels going
+    back. Width 1 (the head sees 32 channels): the structure of the original at a fraction."""
+    from reference_torch import DANet
+
+    reference = random_module(DANet(5, backbone, width=1, deep_stem=deep_stem))
+    original = reference.state_dict()
+    assert len(original) == keys
+    source = tmp_path / "danet.pth"
+    torch.save({"epoch": 1, "state_dict": original}, source)
+    keras_file, back = tmp_path / "danet.weights.h5", tmp_path / "danet.safetensors"
+    status, out, _ = run(["convert", str(source), str(keras_file), "--module", "danet"], capsys)
+    assert status == 0, out
+    assert f"impl_keras.DANet(5, width=1, deep_stem={deep_stem}" in out
+    status, out, _ = run(["convert", str(keras_file), str(back), "--module", "danet"], capsys)
+    assert status == 0, out
+    restored = load_file(back)
+    assert sorted(restored) == sorted(original)
+    for key, value in original.items():
+        if not key.endswith("num_batches_tracked"):
+            assert np.array_equal(restored[key], value.numpy()), key
+    DANet(5, backbone, width=1, deep_stem=deep_stem).load_state_dict(
+        {k: torch.from_numpy(v) for k, v in restored.items()}, strict=True
+    )

@@ -12,7 +12,7 @@ included: how the strided convolutions and the max pool round is part of the che
 from __future__ import annotations
 
 from parity.layout import batch_norm_bindings, bindings_for, conv_bindings, prefixed
-from parity.registry import PairDefinition
+from parity.registry import CheckpointSpec, PairDefinition
 from parity.sizes import ModuleSize
 
 TEST_WIDTH = 2
@@ -150,6 +150,81 @@ def build():
     )
 
 
+# -- whole checkpoints: the original's keys, any depth and width -------------------------------
+
+STAGES = 4
+ORIGINAL_BLOCKS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
+
+
+def _sizes_from_state(read) -> dict:
+    """The network a state_dict holds: its classes, stem, width and blocks per stage, read
+    off the keys (``pretrained.layer3.22.conv1.weight``: 23 blocks in layer3, ResNet-101)."""
+    from parity.checkpoint import CheckpointError
+
+    def has(key: str) -> bool:
+        try:
+            read(key, 0)
+        except CheckpointError:
+            return False
+        return True
+
+    deep_stem = has("pretrained.conv1.0.weight")
+    width = read("pretrained.conv1.0.weight" if deep_stem else "pretrained.conv1.weight", 0)
+    blocks = []
+    for stage in range(1, STAGES + 1):
+        count = 0
+        while has(f"pretrained.layer{stage}.{count}.conv1.weight"):
+            count += 1
+        blocks.append(count)
+    return {
+        "channels": INPUT_CHANNELS,
+        "classes": read("head.conv6.1.weight", 0),
+        "width": width,
+        "deep_stem": deep_stem,
+        "blocks": tuple(blocks),
+    }
+
+
+def _sizes_from_keras(kernels) -> dict:
+    """The same, read off a .weights.h5 file's kernels: the original depths only (the file
+    names a stage's blocks by creation order, which does not split 16 blocks into stages)."""
+    from parity.checkpoint import CheckpointError
+
+    by_total = {sum(b): (name, b) for name, b in ORIGINAL_BLOCKS.items()}
+    kernels("stem")  # refused, in one line, when the file has no stem: not a DANet
+    stems = kernels.all("stem")
+    bottlenecks = len(kernels.all("conv2"))  # one 3x3 conv2 a bottleneck; nothing else has it
+    if bottlenecks not in by_total:
+        raise CheckpointError(
+            f"{kernels.path} holds {bottlenecks} bottlenecks: not ResNet-50 (16) or -101 (33)"
+        )
+    return {
+        "channels": INPUT_CHANNELS,
+        "classes": kernels("conv6")[3],
+        # The deep stem's convolutions give width, width, 2 * width channels; the 7x7, width.
+        "width": min(shape[3] for shape in stems),
+        "deep_stem": len(stems) == 3,
+        "blocks": by_total[bottlenecks][1],
+    }
+
+
+def _layer(channels: int, classes: int, width: int, deep_stem: bool, blocks: tuple):
+    from impl_keras import DANet
+
+    backbone = next((n for n, b in ORIGINAL_BLOCKS.items() if b == tuple(blocks)), "resnet50")
+    return DANet(classes, backbone, width=width, deep_stem=deep_stem, blocks=blocks)
+
+
+def _describe(sizes: dict) -> str:
+    backbone = next((n for n, b in ORIGINAL_BLOCKS.items() if b == tuple(sizes["blocks"])), None)
+    if backbone and sizes["width"] == 64 and sizes["deep_stem"]:
+        return f"impl_keras.DANet({sizes['classes']}, {backbone!r})"
+    return (
+        f"impl_keras.DANet({sizes['classes']}, width={sizes['width']}, "
+        f"deep_stem={sizes['deep_stem']}, blocks={tuple(sizes['blocks'])})"
+    )
+
+
 PAIR = PairDefinition(
     name="danet",
     summary="the whole DANet (dilated ResNet, head, resize), narrow",
@@ -157,4 +232,10 @@ PAIR = PairDefinition(
     size=SIZE,
     build=build,
     examples=EXAMPLES,
+    checkpoint=CheckpointSpec(
+        from_state=_sizes_from_state,
+        from_keras=_sizes_from_keras,
+        make_layer=_layer,
+        describe=_describe,
+    ),
 )
