@@ -144,22 +144,24 @@ def _recording_reference(
 @contextmanager
 def _recording_port(layers: dict[str, object], into: dict):
     """Each Keras layer's ``call`` wrapped to keep its output (eager only)."""
+    from keras.ops import convert_to_numpy
+
     originals = {}
-    for path, layer in layers.items():
-        original = layer.call
-
-        def call(*args, _original=original, _path=path, **kwargs):
-            output = _original(*args, **kwargs)
-            into.setdefault(_path, np.asarray(_first_tensor(output)))
-            return output
-
-        originals[path] = original
-        layer.call = call
     try:
+        for path, layer in layers.items():
+            original = layer.call
+
+            def call(*args, _original=original, _path=path, **kwargs):
+                output = _original(*args, **kwargs)
+                into.setdefault(_path, convert_to_numpy(_first_tensor(output)))
+                return output
+
+            originals[path] = original
+            layer.call = call
         yield
     finally:
-        for path, layer in layers.items():
-            layer.call = originals[path]
+        for path, original in originals.items():
+            layers[path].call = original
 
 
 def _owners(root) -> dict[int, object]:
