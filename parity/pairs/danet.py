@@ -153,7 +153,13 @@ def build():
 # -- whole checkpoints: the original's keys, any depth and width -------------------------------
 
 STAGES = 4
-ORIGINAL_BLOCKS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
+
+
+def _original_blocks() -> dict[str, tuple[int, ...]]:
+    """Bottlenecks per stage of ResNet-50 and -101, as the port builds them."""
+    from impl_keras.resnet import BLOCKS
+
+    return BLOCKS
 
 
 def _sizes_from_state(read) -> dict:
@@ -190,7 +196,7 @@ def _sizes_from_keras(kernels) -> dict:
     names a stage's blocks by creation order, which does not split 16 blocks into stages)."""
     from parity.checkpoint import CheckpointError
 
-    by_total = {sum(b): (name, b) for name, b in ORIGINAL_BLOCKS.items()}
+    by_total = {sum(b): (name, b) for name, b in _original_blocks().items()}
     kernels("stem")  # refused, in one line, when the file has no stem: not a DANet
     stems = kernels.all("stem")
     bottlenecks = len(kernels.all("conv2"))  # one 3x3 conv2 a bottleneck; nothing else has it
@@ -211,12 +217,12 @@ def _sizes_from_keras(kernels) -> dict:
 def _layer(channels: int, classes: int, width: int, deep_stem: bool, blocks: tuple):
     from impl_keras import DANet
 
-    backbone = next((n for n, b in ORIGINAL_BLOCKS.items() if b == tuple(blocks)), "resnet50")
+    backbone = next((n for n, b in _original_blocks().items() if b == tuple(blocks)), "resnet50")
     return DANet(classes, backbone, width=width, deep_stem=deep_stem, blocks=blocks)
 
 
 def _describe(sizes: dict) -> str:
-    backbone = next((n for n, b in ORIGINAL_BLOCKS.items() if b == tuple(sizes["blocks"])), None)
+    backbone = next((n for n, b in _original_blocks().items() if b == tuple(sizes["blocks"])), None)
     if backbone and sizes["width"] == 64 and sizes["deep_stem"]:
         return f"impl_keras.DANet({sizes['classes']}, {backbone!r})"
     return (
