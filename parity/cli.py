@@ -667,7 +667,8 @@ def _print_failure(pair, args, outcome: Outcome, checker, out):
     diagnosis = None
     if not args.train:  # the diagnosis' hypotheses are about evaluation mode
         diagnosis = diagnose(checker, example)
-        divergence = _first_divergence(checker, example)
+        # Where a wrong result first appears (a crash has no wrong result to locate).
+        divergence = None if outcome.failure else _first_divergence(checker, example)
         trapped = divergence.first if divergence is not None else None
         if not diagnosis.explained and trapped is not None and trapped.trap is not None:
             diagnosis = Diagnosis(

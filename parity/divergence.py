@@ -24,6 +24,7 @@ from parity.compare import TensorComparison, compare
 from parity.engine import Checker, Results, judge
 from parity.error_bound import RunningErrorBound
 from parity.layout import from_data_format, load_state_dict, to_data_format
+from parity.ports import PortCrashed, describe_error
 from parity.strategies import Example
 from parity.traps import Trap, traps_for
 
@@ -243,8 +244,14 @@ def locate(checker: Checker, example: Example) -> Divergence:
     truth = as_numpy(truth_tensors)
     reference = as_numpy(reference_outputs(checker.reference_dtype))
     recorded: dict[str, np.ndarray] = {}
-    with _recording_port(layers, recorded):
-        recorded[""] = autodiff.forward(instance.layer, x, "eager")[0]  # the first output
+    try:
+        with _recording_port(layers, recorded):
+            recorded[""] = autodiff.forward(instance.layer, x, "eager")[0]  # the first output
+    except Exception as error:  # the port's own failure, typed as the engine types it
+        raise PortCrashed(
+            f"the port raised {type(error).__name__} on input of shape {x.shape}: "
+            f"{describe_error(error)}"
+        ) from error
     port = {
         path: from_data_format(value, pair.data_format) if value.ndim == 4 else value
         for path, value in recorded.items()
