@@ -32,7 +32,7 @@ EXAMPLES = 10
 
 SIZE = ModuleSize(
     INPUT_CHANNELS,
-    lambda b, c, h, w: b * (((h + 7) // 8 * ((w + 7) // 8)) ** 2 + (16 * TEST_WIDTH // 4) ** 2),
+    lambda b, c, h, w: b * (((h + 7) // 8 * ((w + 7) // 8)) ** 2 + (32 * TEST_WIDTH // 4) ** 2),
 )
 """The head's PAM and CAM on the backbone's output (~H/8 x ~W/8, 32 * width channels)."""
 
