@@ -1,9 +1,10 @@
 """Benchmarks: the Keras port against the PyTorch reference, time and memory.
 
-Times are medians of repeated runs after warm-up, both frameworks timed in the same process
-with the same thread count; peak memory is measured for each configuration in a process of
-its own: the peak resident set while the module and its input are built and run forward and
-backward once, above what the process held before (the framework already started).
+Times are medians of repeated runs after warm-up (every run kept, for the spread), both
+frameworks timed in the same process with the same thread count; peak memory is measured
+for each configuration in a process of its own: the peak resident set while the module and
+its input are built and run forward and backward once, above what the process held before
+(the framework already started).
 Achieved GFLOP/s are set against the machine's own matmul throughput, measured here.
 """
 
@@ -15,7 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -37,42 +38,67 @@ class Row:
     backward_ms: float  # forward and backward together
     gflop: float  # forward
     peak_mb: float | None = None
+    variant: str = ""  # the BenchVariant (DANet's backbone), "" where the pair has none
+    forward_runs_ms: list[float] = field(default_factory=list)
+    backward_runs_ms: list[float] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.module}/{self.variant}" if self.variant else self.module
 
 
-def flops(module: str, shape: tuple) -> float:
-    """Multiply-adds times two of the forward pass (softmax and elementwise work left out)."""
-    return registry.definition(module).bench.flops(shape)
-
-
-def _bench_modules(module: str):
-    """(reference factory, port factory) at the sizes the benchmark uses."""
-    definition = registry.definition(module)
-    pair = definition.pair
+def variants(module: str) -> tuple[registry.BenchVariant, ...]:
+    """The versions of ``module`` the benchmark times: its ``BenchSpec.variants``, or the
+    spec itself as one unnamed variant (its factories default to the pair's)."""
+    spec = registry.definition(module).bench
+    if spec.variants:
+        return spec.variants
+    pair = lambda: registry.definition(module).pair  # noqa: E731 -- built only when used
     return (
-        definition.bench.make_reference or pair.make_reference,
-        definition.bench.make_port or pair.make_port,
+        registry.BenchVariant(
+            "",
+            spec.flops,
+            spec.make_reference or (lambda channels: pair().make_reference(channels)),
+            spec.make_port or (lambda channels: pair().make_port(channels)),
+        ),
     )
 
 
-def _median_ms(run, repeats: int, warmup: int) -> float:
+def variant(module: str, name: str = "") -> registry.BenchVariant:
+    found = {v.name: v for v in variants(module)}
+    if name not in found:
+        raise ValueError(f"Expected one of {sorted(found)}. Received: variant={name!r}")
+    return found[name]
+
+
+def flops(module: str, shape: tuple, variant_name: str = "") -> float:
+    """Multiply-adds times two of the forward pass (softmax and elementwise work left out)."""
+    return variant(module, variant_name).flops(tuple(shape))
+
+
+def _times_ms(run, repeats: int, warmup: int) -> list[float]:
     for _ in range(warmup):
         run()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         run()
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
+        times.append(1000.0 * (time.perf_counter() - start))
+    return times
+
+
+def _median_ms(run, repeats: int, warmup: int) -> float:
+    return statistics.median(_times_ms(run, repeats, warmup))
 
 
 # -- the two frameworks ------------------------------------------------------------------------
 
 
-def torch_runs(module: str, shape: tuple):
+def torch_runs(module: str, shape: tuple, variant_name: str = ""):
     import torch
 
     _b, c, _h, _w = shape
-    reference = _bench_modules(module)[0](c).eval()
+    reference = variant(module, variant_name).make_reference(c).eval()
     x = torch.randn(shape)
     with torch.no_grad():
         outputs = reference(x)
@@ -94,11 +120,15 @@ def torch_runs(module: str, shape: tuple):
     return forward, forward_backward
 
 
-def keras_runs(module: str, shape: tuple, mode: str, chunk_size: int | None = None):
+def keras_runs(
+    module: str, shape: tuple, mode: str, chunk_size: int | None = None, variant_name: str = ""
+):
     from parity import autodiff
 
     b, c, h, w = shape
-    layer = _lean_pam_layer(chunk_size) if chunk_size else _bench_modules(module)[1](c)
+    layer = (
+        _lean_pam_layer(chunk_size) if chunk_size else variant(module, variant_name).make_port(c)
+    )
     x = np.random.default_rng(0).standard_normal((b, h, w, c)).astype("float32")
     outputs = autodiff.forward(layer, x)
     cotangents = [
@@ -139,7 +169,9 @@ def measure_peak_mb(work) -> float:
     return (_rss_kb("VmHWM") - before) / 1024.0
 
 
-def peak_in_subprocess(module, shape, implementation, chunk_size=None) -> float | None:
+def peak_in_subprocess(
+    module, shape, implementation, chunk_size=None, variant_name=""
+) -> float | None:
     command = [
         sys.executable,
         "-m",
@@ -151,6 +183,7 @@ def peak_in_subprocess(module, shape, implementation, chunk_size=None) -> float 
                 "shape": shape,
                 "implementation": implementation,
                 "chunk_size": chunk_size,
+                "variant": variant_name,
             }
         ),
     ]
@@ -162,17 +195,29 @@ def peak_in_subprocess(module, shape, implementation, chunk_size=None) -> float 
 
 def _memory_child(spec: dict) -> None:
     """Peak memory of building the module and its input and running forward and backward
-    once, after the framework has started up (thread pools, kernels) on a small input."""
+    once, after the framework has started up (thread pools, kernels) on a small input. The
+    small run's module stays alive: memory it freed cannot be reused unseen by the one
+    measured."""
     module, implementation = spec["module"], spec["implementation"]
+    variant_name = spec.get("variant", "")
 
     def forward_backward(shape):
         if implementation == "torch":
-            return torch_runs(module, shape)[1]
+            return torch_runs(module, shape, variant_name)[1]
         mode = implementation.removeprefix("keras-")
-        return keras_runs(module, shape, mode, spec.get("chunk_size"))[1]
+        return keras_runs(module, shape, mode, spec.get("chunk_size"), variant_name)[1]
 
-    forward_backward((1, 64, 4, 4))()
+    warm_up = forward_backward(_small_shape(module))
+    warm_up()
     print(measure_peak_mb(lambda: forward_backward(tuple(spec["shape"]))()))
+    del warm_up
+
+
+def _small_shape(module: str) -> tuple[int, int, int, int]:
+    """A 4x4 input with 64 channels, or as near as the module accepts."""
+    size = registry.definition(module).size
+    channels = max(size.min_channels, min(64, size.max_channels or 64))
+    return (1, channels, 4, 4)
 
 
 # -- the machine ------------------------------------------------------------------------------
@@ -197,32 +242,61 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> dict:
 
 
 def run(
-    shapes: dict, *, repeats=5, warmup=2, memory=True, modes=KERAS_MODES, progress=print
+    shapes: dict,
+    *,
+    repeats=5,
+    warmup=2,
+    memory=True,
+    modes=KERAS_MODES,
+    variant_names=None,
+    progress=print,
 ) -> list[Row]:
-    """Every implementation at ``shapes`` ({module: [(B, C, H, W), ...]}, e.g. SHAPES)."""
+    """Every implementation at ``shapes`` ({module: [(B, C, H, W), ...]}, e.g. SHAPES), a
+    row per shape, variant (of those named in ``variant_names``, default all) and
+    implementation (PyTorch, then the Keras port in each of ``modes``)."""
     rows = []
     for module, module_shapes in shapes.items():
+        chosen = [
+            v.name
+            for v in variants(module)
+            if not (v.name and variant_names) or v.name in variant_names
+        ]
         for shape in module_shapes:
-            work = flops(module, shape) / 1e9
-            implementations = [("torch", lambda m=module, s=shape: torch_runs(m, s))]
-            implementations += [
-                (f"keras-{mode}", lambda m=module, s=shape, mode=mode: keras_runs(m, s, mode))
-                for mode in modes
-            ]
-            for name, make in implementations:
-                progress(f"{module} {shape} {name}...")
-                forward, forward_backward = make()
-                row = Row(
-                    module,
-                    shape,
-                    name,
-                    _median_ms(forward, repeats, warmup),
-                    _median_ms(forward_backward, repeats, warmup),
-                    work,
+            for name in chosen:
+                rows += _run_variant(
+                    module, tuple(shape), name, repeats, warmup, memory, modes, progress
                 )
-                if memory:
-                    row.peak_mb = peak_in_subprocess(module, list(shape), name)
-                rows.append(row)
+    return rows
+
+
+def _run_variant(module, shape, variant_name, repeats, warmup, memory, modes, progress):
+    work = flops(module, shape, variant_name) / 1e9
+    implementations = [("torch", lambda: torch_runs(module, shape, variant_name))]
+    implementations += [
+        (f"keras-{mode}", lambda mode=mode: keras_runs(module, shape, mode, None, variant_name))
+        for mode in modes
+    ]
+    rows = []
+    for name, make in implementations:
+        progress(f"{module} {variant_name} {shape} {name}...".replace("  ", " "))
+        forward, forward_backward = make()
+        forward_runs = _times_ms(forward, repeats, warmup)
+        backward_runs = _times_ms(forward_backward, repeats, warmup)
+        del forward, forward_backward  # the module, freed before the next is built
+        row = Row(
+            module,
+            shape,
+            name,
+            statistics.median(forward_runs),
+            statistics.median(backward_runs),
+            work,
+            variant=variant_name,
+            forward_runs_ms=forward_runs,
+            backward_runs_ms=backward_runs,
+        )
+        if memory:
+            row.peak_mb = peak_in_subprocess(module, list(shape), name, None, variant_name)
+        rows.append(row)
     return rows
 
 
@@ -342,22 +416,32 @@ def lean_parity(side, channels=512, chunk_size=512, seed=0, layer=None) -> dict:
     }
 
 
+def spread_percent(runs: list[float]) -> float:
+    """The runs' range (slowest - fastest) over their median, in percent."""
+    return 100.0 * (max(runs) - min(runs)) / statistics.median(runs) if runs else 0.0
+
+
 def table(rows: list[Row], throughput: dict) -> str:
+    """A line per row; ``vs torch``: its median time over PyTorch's at the same shape and
+    variant, forward/forward+backward; ``spread``: the range of the runs, in % of the median."""
+    width = max([6, *(len(r.label) for r in rows)])
     lines = [
-        f"{'module':<6} {'shape':<20} {'implementation':<15} {'forward ms':>11} {'fwd+bwd ms':>11} "
-        f"{'vs torch':>9} {'fwd GFLOP/s':>12} {'% of matmul':>12} {'peak MB':>9}"
+        f"{'module':<{width}} {'shape':<20} {'implementation':<15} {'forward ms':>11} "
+        f"{'fwd+bwd ms':>11} {'vs torch':>9} {'fwd GFLOP/s':>12} {'% of matmul':>12} "
+        f"{'peak MB':>9} {'spread %':>9}"
     ]
-    torch_times = {(r.module, r.shape): r for r in rows if r.implementation == "torch"}
+    torch_times = {(r.label, r.shape): r for r in rows if r.implementation == "torch"}
     for r in rows:
-        base = torch_times[(r.module, r.shape)]
+        base = torch_times[(r.label, r.shape)]
         framework = "torch" if r.implementation == "torch" else "tensorflow"
         achieved = r.gflop / (r.forward_ms / 1000.0)
         ratio = f"{r.forward_ms / base.forward_ms:.2f}/{r.backward_ms / base.backward_ms:.2f}"
         peak = "-" if r.peak_mb is None else f"{r.peak_mb:.0f}"
+        spread = f"{spread_percent(r.forward_runs_ms):.0f}/{spread_percent(r.backward_runs_ms):.0f}"
         lines.append(
-            f"{r.module:<6} {r.shape!s:<20} {r.implementation:<15} {r.forward_ms:>11.1f} "
+            f"{r.label:<{width}} {r.shape!s:<20} {r.implementation:<15} {r.forward_ms:>11.1f} "
             f"{r.backward_ms:>11.1f} {ratio:>9} {achieved:>12.1f} "
-            f"{100 * achieved / throughput[framework]:>11.0f}% {peak:>9}"
+            f"{100 * achieved / throughput[framework]:>11.0f}% {peak:>9} {spread:>9}"
         )
     return "\n".join(lines)
 
@@ -370,13 +454,13 @@ def plot(rows: list[Row], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    modules = list(dict.fromkeys(r.module for r in rows))
+    modules = list(dict.fromkeys(r.label for r in rows))
     implementations = list(dict.fromkeys(r.implementation for r in rows))
     colours = dict(zip(implementations, plt.get_cmap("tab10").colors, strict=False))
     fig, axes = plt.subplots(2, len(modules), figsize=(4.2 * len(modules), 7), squeeze=False)
     for column, module in enumerate(modules):
         for implementation in implementations:
-            chosen = [r for r in rows if r.module == module and r.implementation == implementation]
+            chosen = [r for r in rows if r.label == module and r.implementation == implementation]
             for row_axes, value in ((axes[0, column], "backward_ms"), (axes[1, column], "peak_mb")):
                 single = sorted((r for r in chosen if r.shape[0] == 1), key=lambda r: r.shape[2:])
                 batched = [r for r in chosen if r.shape[0] > 1]

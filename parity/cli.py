@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from parity import registry
+from parity.bench import KERAS_MODES
 from parity.frameworks import LEGACY_ENV, backend_prefix, legacy_keras_enabled, looks_legacy
 from parity.quiet import import_keras_quietly
 from parity.sizes import TooLarge, check_fits
@@ -86,6 +87,31 @@ def _listing() -> str:
 
 def _benched() -> list[str]:
     return [n for n, d in registry.definitions().items() if d.bench is not None]
+
+
+def _bench_variants() -> dict[str, list[str]]:
+    """The named variants of each benchmarked pair that has some (danet: its backbones)."""
+    return {
+        n: [v.name for v in d.bench.variants]
+        for n, d in registry.definitions().items()
+        if d.bench is not None and d.bench.variants
+    }
+
+
+def _modes(text: str) -> tuple[str, ...]:
+    modes = tuple(part.strip() for part in text.split(","))
+    unknown = [m for m in modes if m not in KERAS_MODES]
+    if unknown or not modes:
+        raise argparse.ArgumentTypeError(
+            f"expected some of {','.join(KERAS_MODES)}, comma-separated, got {text!r}"
+        )
+    return modes
+
+
+def _count(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
 
 
 def _convertible() -> dict:
@@ -194,6 +220,25 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"any of {', '.join(_benched())} (default: all of them)",
     )
     bench.add_argument("--repeats", type=_positive, default=5, help="timed runs per case (5)")
+    bench.add_argument(
+        "--warmup", type=_count, default=2, help="untimed runs before them, per case (2)"
+    )
+    bench.add_argument(
+        "--modes",
+        type=_modes,
+        default=KERAS_MODES,
+        metavar="MODE,...",
+        help=f"the Keras modes to time (default: {','.join(KERAS_MODES)})",
+    )
+    variants = _bench_variants()
+    bench.add_argument(
+        "--variant",
+        action="append",
+        metavar="NAME",
+        help="time only this variant of a module that has several; repeatable ("
+        + "; ".join(f"{n}: {', '.join(v)}" for n, v in variants.items())
+        + "; default: all)",
+    )
     bench.add_argument("--threads", type=_positive, default=2, help="threads per framework (2)")
     bench.add_argument(
         "--shape",
@@ -252,6 +297,10 @@ def _check_shape_fits(module: str, shape: tuple[int, int, int, int], option: str
         raise UsageError(
             f"{option} {text}: {module} needs at least {size.min_channels} channels, got {shape[1]}"
         )
+    if size.max_channels is not None and shape[1] > size.max_channels:
+        raise UsageError(
+            f"{option} {text}: {module} takes at most {size.max_channels} channels, got {shape[1]}"
+        )
     try:
         check_fits(module, size, shape)
     except TooLarge as error:
@@ -295,6 +344,13 @@ def check_pairs(args, pairs) -> None:
 
 def validate_bench(args) -> None:
     _check_module_names(args.modules, _benched())
+    variants = _bench_variants()
+    known = sorted({v for m in args.modules or _benched() for v in variants.get(m, ())})
+    for name in args.variant or []:
+        if not known:
+            raise UsageError(f"--variant {name}: none of the modules timed has variants")
+        if name not in known:
+            raise UsageError(f"unknown --variant {name!r}; expected one of {known}")
     for module in args.modules or _benched():
         for shape in args.shape or []:
             _check_shape_fits(module, shape, "--shape")
@@ -882,7 +938,10 @@ def run_bench(args) -> int:
     def progress(text):
         print(text, file=sys.stderr, flush=True)
 
-    print(f"threads: {args.threads} per framework; median of {args.repeats} runs after warm-up")
+    print(
+        f"threads: {args.threads} per framework; median of {args.repeats} runs after "
+        f"{args.warmup} warm-up runs"
+    )
     if args.lean:
         rows = bench.lean_pam(repeats=args.repeats, progress=progress)
         for row in rows:
@@ -909,7 +968,15 @@ def run_bench(args) -> int:
             f"tensorflow {throughput['tensorflow']:.0f} GFLOP/s"
         )
         shapes = {m: args.shape or bench.SHAPES[m] for m in modules}
-        rows = bench.run(shapes, repeats=args.repeats, memory=not args.no_memory, progress=progress)
+        rows = bench.run(
+            shapes,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            memory=not args.no_memory,
+            modes=args.modes,
+            variant_names=args.variant,
+            progress=progress,
+        )
         print(bench.table(rows, throughput))
         if args.plot:
             bench.plot(rows, args.plot)

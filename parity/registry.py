@@ -37,15 +37,29 @@ class UnknownPair(KeyError):
 
 
 @dataclass(frozen=True)
+class BenchVariant:
+    """One version of a pair that ``parity bench`` times beside the others at the same
+    shapes (the whole DANet on ResNet-50 and on ResNet-101): a row per shape, variant and
+    implementation, the variant's name in each."""
+
+    name: str
+    flops: Callable[[tuple[int, int, int, int]], float]
+    make_reference: Callable[[int], Any]  # channels -> torch module
+    make_port: Callable[[int], Any]  # channels -> Keras layer, channels-last
+
+
+@dataclass(frozen=True)
 class BenchSpec:
     """What ``parity bench`` times: DANet's working shapes (B, C, H, W), the forward pass'
     FLOPs at a shape, and the modules at the size a benchmark uses (which may differ from
-    the property suite's: the head with Cityscapes' 19 classes)."""
+    the property suite's: the head with Cityscapes' 19 classes). With ``variants``, those
+    are timed instead, each with its own FLOPs and factories."""
 
     shapes: tuple[tuple[int, int, int, int], ...]
-    flops: Callable[[tuple[int, int, int, int]], float]
+    flops: Callable[[tuple[int, int, int, int]], float] | None = None
     make_reference: Callable[[int], Any] | None = None  # channels -> torch module
     make_port: Callable[[int], Any] | None = None  # channels -> Keras layer, channels-last
+    variants: tuple[BenchVariant, ...] = ()
 
 
 @dataclass(frozen=True)

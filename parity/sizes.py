@@ -21,10 +21,12 @@ the port), forward and backward: about 2 x (8 + 4 + 4) bytes per value."""
 @dataclass(frozen=True)
 class ModuleSize:
     """min_channels: the smallest input channel count the module accepts.
-    attention_values: (batch, channels, H, W) -> values in its attention maps."""
+    attention_values: (batch, channels, H, W) -> values in its attention maps.
+    max_channels: the largest, where there is one (the whole DANet reads 3-channel images)."""
 
     min_channels: int
     attention_values: Callable[[int, int, int, int], int]
+    max_channels: int | None = None
 
 
 class TooLarge(ValueError):

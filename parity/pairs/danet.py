@@ -11,8 +11,10 @@ included: how the strided convolutions and the max pool round is part of the che
 
 from __future__ import annotations
 
+from functools import cache, partial
+
 from parity.layout import batch_norm_bindings, bindings_for, conv_bindings, prefixed
-from parity.registry import CheckpointSpec, PairDefinition
+from parity.registry import BenchSpec, BenchVariant, CheckpointSpec, PairDefinition
 from parity.sizes import ModuleSize
 
 TEST_WIDTH = 2
@@ -33,6 +35,7 @@ EXAMPLES = 10
 SIZE = ModuleSize(
     INPUT_CHANNELS,
     lambda b, c, h, w: b * (((h + 7) // 8 * ((w + 7) // 8)) ** 2 + (32 * TEST_WIDTH // 4) ** 2),
+    max_channels=INPUT_CHANNELS,
 )
 """The head's PAM and CAM on the backbone's output (~H/8 x ~W/8, 32 * width channels)."""
 
@@ -231,6 +234,61 @@ def _describe(sizes: dict) -> str:
     )
 
 
+# -- the benchmark: the original network at full width ---------------------------------------
+
+BENCH_CLASSES = 19  # Cityscapes, as in DANet
+BENCH_SHAPES = ((1, INPUT_CHANNELS, 512, 512), (1, INPUT_CHANNELS, 768, 768))
+BACKBONES = ("resnet50", "resnet101")
+
+
+def _full_reference(backbone: str, channels: int):
+    from reference_torch import DANet
+
+    _check_input_channels(channels)
+    return DANet(BENCH_CLASSES, backbone)
+
+
+def _full_port(backbone: str, channels: int):
+    from impl_keras import DANet
+
+    _check_input_channels(channels)
+    return DANet(BENCH_CLASSES, backbone)
+
+
+@cache
+def counted_flops(backbone: str, shape: tuple[int, int, int, int]) -> float:
+    """The full-width reference's forward FLOPs at ``shape``, counted by PyTorch's
+    ``FlopCounterMode`` on the meta device (nothing allocated, nothing computed): every
+    convolution and PAM's and CAM's batched products, two per multiply-add. BatchNorm,
+    ReLU, the max pool, the softmaxes and the resize are left out, as in the other pairs'."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from reference_torch import DANet
+
+    with torch.device("meta"):
+        model = DANet(BENCH_CLASSES, backbone).eval()
+        x = torch.empty(shape)
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    return float(counter.get_total_flops())
+
+
+BENCH = BenchSpec(
+    shapes=BENCH_SHAPES,
+    variants=tuple(
+        BenchVariant(
+            backbone,
+            flops=partial(counted_flops, backbone),
+            make_reference=partial(_full_reference, backbone),
+            make_port=partial(_full_port, backbone),
+        )
+        for backbone in BACKBONES
+    ),
+)
+"""The original network (width 64, ResNet-50 and -101, 19 classes) at Cityscapes-like crops."""
+
+
 PAIR = PairDefinition(
     name="danet",
     summary="the whole DANet (dilated ResNet, head, resize), narrow",
@@ -238,6 +296,7 @@ PAIR = PairDefinition(
     size=SIZE,
     build=build,
     examples=EXAMPLES,
+    bench=BENCH,
     checkpoint=CheckpointSpec(
         from_state=_sizes_from_state,
         from_keras=_sizes_from_keras,
