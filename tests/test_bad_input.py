@@ -87,6 +87,22 @@ CASES = {
         ["bench", "pam", "--shape", "1,8,4096,4096"],
         "would need about",
     ),
+    "bench danet on 4 channels": (
+        ["bench", "danet", "--shape", "1,4,9,7"],
+        "--shape 1,4,9,7: danet takes at most 3 channels, got 4",
+    ),
+    "bench an unknown backbone": (
+        ["bench", "danet", "--variant", "resnet152"],
+        "unknown --variant 'resnet152'; expected one of ['resnet101', 'resnet50']",
+    ),
+    "bench a variant of a module without any": (
+        ["bench", "pam", "--variant", "resnet50"],
+        "--variant resnet50: none of the modules timed has variants",
+    ),
+    "bench an unknown Keras mode": (
+        ["bench", "danet", "--modes", "eager,jit"],
+        "argument --modes: expected some of eager,function,xla, comma-separated, got 'eager,jit'",
+    ),
     "weight map: two parameters to one weight": (
         ["check", "pam", "--port", "tests.power.ports:PAMEinsum", "--weight-map", "two.json"],
         "sends both query_conv.weight and key_conv.weight to the port weight 'query/kernel'",
