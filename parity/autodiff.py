@@ -213,11 +213,15 @@ def _vjp_jax(layer, x, cotangents, variables, mode):
 def _vjp_torch(layer, x, cotangents, variables):
     import torch
 
-    x = torch.tensor(x, requires_grad=True)
+    # On Keras' device (a GPU where there is one), where the layer's weights are.
+    x = keras.ops.convert_to_tensor(x).detach().requires_grad_(True)
     outputs = as_tuple(layer(x))
     numpy_outputs = tuple(_numpy(y) for y in outputs)  # bfloat16 too (ml_dtypes)
     given = cotangents(numpy_outputs) if callable(cotangents) else cotangents
-    cots = [torch.as_tensor(c, dtype=y.dtype) for c, y in zip(given, outputs, strict=True)]
+    cots = [
+        torch.as_tensor(c, dtype=y.dtype, device=y.device)
+        for c, y in zip(given, outputs, strict=True)
+    ]
     tensors = [x, *(v.value for v in variables)]
     grads = torch.autograd.grad(outputs, tensors, cots, allow_unused=True)
     grads = _zeros_for_missing(grads, tensors)
@@ -242,7 +246,7 @@ def train_step(layer, x: np.ndarray, loss_of, variables: Sequence, optimizer):
     elif backend == "torch":
         import torch
 
-        outputs = as_tuple(layer(torch.as_tensor(x), training=True))
+        outputs = as_tuple(layer(keras.ops.convert_to_tensor(x), training=True))
         loss = loss_of(outputs)
         grads = torch.autograd.grad(loss, [v.value for v in variables], allow_unused=True)
     elif backend == "jax":
