@@ -60,8 +60,9 @@ def compose(first: Variant, second: Variant) -> Variant | None:
         if set(slots) & set(dict(second.steps)):
             return None
         forward = first.family({**slots, **dict(second.steps)})
-    elif first.wrap is not None and (second.wrap is None or first.name < second.name):
-        # A wrapper around the other bug; two wrappers nest once, in name order.
+    elif first.wrap is not None and (second.wrap is None or first.key < second.key):
+        # A wrapper around the other bug; two wrappers nest once, in key order (the generic
+        # wrappers' keys sort as their names did, so the pairs tried are those of before).
         forward = first.wrap(second.forward)
     else:
         return None
@@ -174,21 +175,21 @@ def residual_variants(square: bool, data_format: str = "channels_last") -> list[
         read, write = write, read
     variants = [
         _wrapping(
-            "nhwc-read-as-nchw",
+            "channels-last-read-as-nchw",
             "NHWC read as NCHW",
             "channels and positions confused: the NHWC input is reshaped to (B, C, H, W) "
             "without a transpose before the attention",
             _computed_on(read, _identity),
         ),
         _wrapping(
-            "nhwc-read-and-written-as-nchw",
+            "channels-last-read-as-nchw-and-written-back",
             "NHWC read as NCHW, and written back the same way",
             "channels and positions confused: the NHWC input is reshaped to (B, C, H, W) "
             "without a transpose, and the result reshaped back to NHWC the same way",
             _computed_on(read, write),
         ),
         _wrapping(
-            "cn-buffer-written-as-nhwc",
+            "buffer-cn-written-as-nhwc",
             "(C, N) buffer written as NHWC",
             "the attention result, laid out as (B, C, N), is reshaped into (B, H, W, C) "
             "without a transpose",

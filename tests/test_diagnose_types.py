@@ -29,7 +29,7 @@ from parity.ports import (
 from parity.reassignments import RoleSwap
 from parity.spec import CAM, PAM, with_port
 from parity.strategies import Example
-from parity.variants import compose
+from parity.variants import compose, pairs, residual_variants
 from tests.power import ports, published_ports
 
 # Batch 2, H != W, H*W and channels off multiples of 8.
@@ -151,6 +151,15 @@ def test_a_compound_hypothesis_is_told_by_its_parts_keys():
     both = compose(cam["cam.max-minus-missing"], cam["cam.attention-transposed"])
     assert both.key == "cam.max-minus-missing+cam.attention-transposed"
     assert both.name == "CAM without the max-minus step + attention applied transposed"
+
+
+def test_which_bug_wraps_the_other_does_not_depend_on_their_words():
+    """Two wrapping bugs (a misread layout, a missing residual) nest one way only: the same
+    pairs are tried when every name is reversed."""
+    variants = residual_variants(square=True)
+    reworded = [replace(v, name=v.name[::-1]) for v in variants]
+    assert [b.key for b in pairs(variants)] == [b.key for b in pairs(reworded)]
+    assert "buffer-cn-written-as-nhwc+residual-missing" in {b.key for b in pairs(variants)}
 
 
 def test_a_reworded_variant_is_still_named_by_its_key():
