@@ -250,7 +250,8 @@ def locate(checker: Checker, example: Example) -> Divergence:
     except Exception as error:  # the port's own failure, typed as the engine types it
         raise PortCrashed(
             f"the port raised {type(error).__name__} on input of shape {x.shape}: "
-            f"{describe_error(error)}"
+            f"{describe_error(error)}",
+            input_shape=x.shape,
         ) from error
     port = {
         path: from_data_format(value, pair.data_format) if value.ndim == 4 else value

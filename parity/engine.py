@@ -20,6 +20,7 @@ from parity.compare import DEFAULT_POLICY, TensorComparison, TolerancePolicy, co
 from parity.error_bound import NoErrorRule, RunningErrorBound
 from parity.layout import Binding, from_data_format, load_state_dict, to_data_format
 from parity.ports import (
+    MissingOutputs,
     OutputShapeMismatch,
     PortCrashed,
     PortError,
@@ -253,7 +254,8 @@ class Checker:
         except Exception as error:
             raise PortCrashed(
                 f"the port raised {type(error).__name__} on input of shape {x.shape} "
-                f"({fmt}): {describe_error(error)}"
+                f"({fmt}): {describe_error(error)}",
+                input_shape=x.shape,
             ) from error
         results = _named_outputs(outputs, lambda y: from_data_format(y, fmt))
         results["grad[input]"] = from_data_format(grad_x, fmt)
@@ -409,11 +411,7 @@ def _dtype_policy(name: str):
 def _check_shapes(truth: Results, port: Results, data_format: str) -> None:
     missing = sorted(set(truth) - set(port))
     if missing:
-        raise PortError(f"the port produced no {', '.join(missing)} (it has {sorted(port)})")
+        raise MissingOutputs(missing, sorted(port))
     for name, value in truth.items():
         if np.shape(port[name]) != np.shape(value):
-            raise OutputShapeMismatch(
-                f"{name}: the port's shape {np.shape(port[name])} (in the reference's NCHW "
-                f"layout, read as {data_format}) differs from the reference's {np.shape(value)}",
-                shapes=(np.shape(port[name]), np.shape(value)),
-            )
+            raise OutputShapeMismatch(name, np.shape(port[name]), np.shape(value), data_format)

@@ -37,20 +37,125 @@ class PortLoadError(Exception):
 class PortError(AssertionError):
     """The port fails the check without a numerical comparison: it crashed, or it cannot
     hold the reference's weights (exit status 1). An AssertionError, so that Hypothesis
-    shrinks the example it happened on."""
+    shrinks the example it happened on. Each kind is a subclass carrying its data, so that
+    the diagnosis and the command dispatch on the type, never on the message."""
+
+    def __reduce__(self):
+        # Rebuilt without calling __init__ (whose arguments are the fields, not the
+        # message), so that copying or pickling keeps the type and its fields.
+        return _restored, (type(self), self.args), self.__dict__
+
+
+def _restored(cls, args):
+    error = cls.__new__(cls)
+    error.args = args
+    return error
 
 
 class PortCrashed(PortError):
-    """The port raised on an input: a shape to find, unlike weights it cannot hold."""
+    """The port raised on an input: a shape to find, unlike weights it cannot hold.
+    ``input_shape``: the input it raised on, in the port's layout."""
+
+    def __init__(self, message: str, input_shape: tuple[int, ...]):
+        super().__init__(message)
+        self.input_shape = tuple(int(n) for n in input_shape)
 
 
 class OutputShapeMismatch(PortError):
     """The port ran, but a tensor it returned has another shape than the reference's.
-    ``shapes``: (the port's, the reference's), both in the reference's layout."""
+    ``port_shape`` and ``reference_shape`` are both in the reference's layout."""
 
-    def __init__(self, message: str, shapes: tuple[tuple[int, ...], tuple[int, ...]]):
+    def __init__(
+        self,
+        tensor: str,
+        port_shape: tuple[int, ...],
+        reference_shape: tuple[int, ...],
+        data_format: str,
+    ):
+        self.tensor = tensor
+        self.port_shape, self.reference_shape = tuple(port_shape), tuple(reference_shape)
+        super().__init__(
+            f"{tensor}: the port's shape {self.port_shape} (in the reference's NCHW layout, "
+            f"read as {data_format}) differs from the reference's {self.reference_shape}"
+        )
+
+
+class MissingOutputs(PortError):
+    """The port returned fewer tensors than the reference: ``missing`` names those it did
+    not produce, ``produced`` those it did."""
+
+    def __init__(self, missing: list[str], produced: list[str]):
+        self.missing, self.produced = list(missing), list(produced)
+        super().__init__(f"the port produced no {', '.join(missing)} (it has {produced})")
+
+
+class WeightsNotHeld(PortError):
+    """The port cannot hold the reference's weights: no input shape is involved, so there
+    is no example to shrink and the message is the whole diagnosis."""
+
+
+class WeightsCreatedPerCall(WeightsNotHeld):
+    """The port creates new weights each time it is called (layers made in ``call()``):
+    ``created`` describes them (``'q/kernel (1, 1, 16, 2)'``)."""
+
+    def __init__(self, created: list[str]):
+        self.created = list(created)
+        shown = ", ".join(created[:2]) + (", ..." if len(created) > 2 else "")
+        super().__init__(
+            f"weights created anew on every call: the port makes {len(created)} new weights "
+            f"each time it is called ({shown}), so two calls on the same input differ and no "
+            "weights can be loaded into it. Create its layers in build() or __init__, not in "
+            "call()."
+        )
+
+
+class UnmappedWeights(WeightsNotHeld):
+    """The reference's parameters do not map onto the port's weights: ``missing`` are
+    reference parameters with no counterpart, ``left_over`` port weights nothing holds."""
+
+    def __init__(self, message: str, missing: list[str], left_over: list[str]):
         super().__init__(message)
-        self.shapes = shapes
+        self.missing, self.left_over = list(missing), list(left_over)
+
+
+class UntrackedParameter(WeightsNotHeld):
+    """A parameter the port keeps in a variable Keras does not track (a bare
+    ``tf.Variable``): ``untracked`` describes them, ``unmapped`` is the mapping's own
+    refusal."""
+
+    def __init__(self, untracked: list[str], unmapped: UnmappedWeights):
+        self.untracked, self.unmapped = list(untracked), unmapped
+        super().__init__(
+            f"a parameter that is not a tracked weight: the port keeps "
+            f"{', '.join(untracked)} in a variable Keras does not track (a bare "
+            "tf.Variable), so it can be neither loaded nor trained; create it with "
+            f"add_weight() in build(). ({unmapped})"
+        )
+
+
+class FrozenParameter(WeightsNotHeld):
+    """A trainable parameter of the reference held in a non-trainable weight: ``frozen``
+    pairs each parameter with the port weight that holds it."""
+
+    def __init__(self, frozen: list[tuple[str, str]]):
+        self.frozen = list(frozen)
+        super().__init__(
+            "a parameter that is not trained: the port holds "
+            + ", ".join(f"{key} in {weight}" for key, weight in frozen)
+            + " as a non-trainable weight, so training would never move it"
+        )
+
+
+class ModuleNotDetected(PortError):
+    """No registered pair's parameters map onto the port's weights: ``weights`` describes
+    the port's trainable weights, ``modules`` the pairs tried."""
+
+    def __init__(self, weights: list[str], modules: list[str]):
+        self.weights, self.modules = list(weights), list(modules)
+        super().__init__(
+            f"cannot tell which module the port implements: its weights ({', '.join(weights)}) "
+            f"fit none of {', '.join(modules)}; name it: --port {modules[0]}=MODULE:FACTORY"
+        )
 
 
 _KERAS2_FUNCTION = "KerasTensor cannot be used as input to a TensorFlow function"
@@ -227,7 +332,8 @@ def instantiate(factory: Callable, channels: int, x: np.ndarray) -> PortInstance
                     ) from error
                 raise PortCrashed(
                     f"the port function failed on a symbolic Keras input of shape "
-                    f"{tuple(x.shape)}: {type(error).__name__}: {describe_error(error)}"
+                    f"{tuple(x.shape)}: {type(error).__name__}: {describe_error(error)}",
+                    input_shape=x.shape,
                 ) from error
             try:
                 layer, from_function = port_keras().Model(inputs, outputs), True
@@ -335,19 +441,13 @@ def _call(layer, x, what):
         when = f" {what}" if what else ""
         raise PortCrashed(
             f"the port raised {type(error).__name__}{when} on input of shape {x.shape}: "
-            f"{describe_error(error)}"
+            f"{describe_error(error)}",
+            input_shape=x.shape,
         ) from error
 
 
 def _check_weights_persist(instance: PortInstance, x: np.ndarray) -> None:
     with _recording() as recorded:
         _call(instance.layer, x, "when called a second time")
-    created = recorded.weights
-    if created:
-        shown = ", ".join(_describe(v, last=2) for v in created[:2])
-        raise PortError(
-            f"weights created anew on every call: the port makes {len(created)} new weights "
-            f"each time it is called ({shown}{', ...' if len(created) > 2 else ''}), so two "
-            "calls on the same input differ and no weights can be loaded into it. Create its "
-            "layers in build() or __init__, not in call()."
-        )
+    if recorded.weights:
+        raise WeightsCreatedPerCall([_describe(v, last=2) for v in recorded.weights])

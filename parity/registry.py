@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from parity.hypotheses import Hypothesis
 from parity.sizes import ModuleSize
 
 PACKAGE = "parity.pairs"
@@ -84,11 +85,12 @@ class CheckpointSpec:
 @dataclass(frozen=True)
 class PlantedBug:
     """A buggy port the pair ships for the suite's power: the property must reject it, and
-    the diagnosis must name ``hypothesis`` as the cause."""
+    the diagnosis must name ``hypothesis`` (one of the pair's ``parity.variants.Variant`` s,
+    told by its key) as the cause."""
 
     name: str
     make_port: Callable[[int], Any]
-    hypothesis: str
+    hypothesis: Hypothesis
 
 
 @dataclass(frozen=True)

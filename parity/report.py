@@ -130,6 +130,11 @@ SCHEMA = {
                                 "required": ["hypothesis", "cause", "explains", "residual_ratio"],
                                 "properties": {
                                     "hypothesis": {"type": "string"},
+                                    "id": {
+                                        "type": "string",
+                                        "description": "the hypothesis' identity, stable "
+                                        "when its words change",
+                                    },
                                     "cause": {"type": "string"},
                                     "explains": {"type": "boolean"},
                                     "residual_ratio": {"type": ["number", "null"]},

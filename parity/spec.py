@@ -17,7 +17,13 @@ import numpy as np
 
 from parity import registry
 from parity.layout import Binding, bindings_for
-from parity.ports import PortError
+from parity.ports import (
+    FrozenParameter,
+    ModuleNotDetected,
+    UnmappedWeights,
+    UntrackedParameter,
+)
+from parity.reassignments import BATCH_NORM_STATISTICS, BufferSwap, RoleSwap
 from parity.strategies import examples
 from parity.weight_map import Roles, WeightMapError, map_weights
 
@@ -58,46 +64,6 @@ def random_parameters(module, rng: np.random.Generator) -> dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
-class RoleSwap:
-    """Two parameter roles a port may hold the other way round (query and key): the
-    diagnosis loads each reference parameter into the other's weight and sees whether the
-    port then matches. ``same_as``: the bug in the math that predicts the same numbers, in
-    words (``its energy is key^T query``); ``variant``: the name of that bug's variant, whose
-    finding is merged with this one; ``held_in``: what holds each role (``convolution``)."""
-
-    first: str
-    second: str
-    same_as: str = ""
-    variant: str = ""
-    held_in: str = "weights"
-
-    @property
-    def name(self) -> str:
-        return f"{self.first} and {self.second} named the other way round"
-
-
-@dataclass(frozen=True)
-class BufferSwap:
-    """Two tensors a conversion may exchange, named by the last part of their keys
-    (``running_mean``, ``running_var``): the diagnosis loads each into the other's weight."""
-
-    first: str
-    second: str
-    name: str
-    cause: str
-
-
-BATCH_NORM_STATISTICS = BufferSwap(
-    "running_mean",
-    "running_var",
-    "running mean and variance swapped",
-    "BatchNorm's running mean and running variance are swapped in conversion",
-)
-"""PyTorch's BatchNorm buffers, which a converter may exchange: tried for every pair (where no
-key ends in them, the hypothesis does not arise)."""
-
-
-@dataclass(frozen=True)
 class ModulePair:
     """A PyTorch reference module and the Keras port that claims to compute the same.
 
@@ -116,14 +82,15 @@ class ModulePair:
         ignore: state_dict keys of the reference that the port does not hold on purpose.
         residual: the module returns ``x + f(x)`` (the diagnosis uses it).
         variants: ``parity.variants.Variant`` s: the reference with one known bug each,
-            module-specific hypotheses for the diagnosis.
+            module-specific hypotheses for the diagnosis (``parity.hypotheses``).
         roles: ``((role, words), ...)``: the words a port's weight names use for each
             parameter role (``("query", frozenset({"query", "q"}))``), for mapping weights
             by name and naming them in diagnoses; without roles, weights map by order and
             shape.
-        role_swaps: ``RoleSwap`` s the diagnosis tries (query and key exchanged).
-        buffer_swaps: ``BufferSwap`` s the diagnosis tries (default: BatchNorm's running mean
-            and variance).
+        role_swaps: ``parity.reassignments.RoleSwap`` s the diagnosis tries (query and key
+            exchanged).
+        buffer_swaps: ``parity.reassignments.BufferSwap`` s the diagnosis tries (default:
+            BatchNorm's running mean and variance).
         origin: the ``parity check`` flags that select this port (``--port ...``).
     """
 
@@ -205,23 +172,14 @@ def mapped_bindings(
                 declared_absent=absent,
                 roles=roles,
             )
-        except PortError as error:
+        except UnmappedWeights as error:
             if not port.untracked:
                 raise
-            raise PortError(
-                f"a parameter that is not a tracked weight: the port keeps "
-                f"{', '.join(port.untracked)} in a variable Keras does not track (a bare "
-                "tf.Variable), so it can be neither loaded nor trained; create it with "
-                f"add_weight() in build(). ({error})"
-            ) from error
+            raise UntrackedParameter(port.untracked, error) from error
         trainable = set(dict(reference.named_parameters()))
         frozen = [b for b in mapped if b.torch_key in trainable and not b.variable.trainable]
         if frozen:
-            raise PortError(
-                "a parameter that is not trained: the port holds "
-                + ", ".join(f"{b.torch_key} in {port.name_of(b.variable)}" for b in frozen)
-                + " as a non-trainable weight, so training would never move it"
-            )
+            raise FrozenParameter([(b.torch_key, port.name_of(b.variable)) for b in frozen])
         return mapped
 
     return bindings
@@ -278,14 +236,12 @@ def detect_module(factory: Callable[[int], Any], data_format: str = "channels_la
         shapes = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
         try:
             bound = map_weights(shapes, port.weights, name_of=port.name_of, roles=pair.roles)
-        except PortError:
+        except UnmappedWeights:
             continue
         if len(bound) == len(trainable):
             return name
-    raise PortError(
-        "cannot tell which module the port implements: its weights "
-        f"({', '.join(f'{port.name_of(w)} {tuple(w.shape)}' for w in trainable)}) fit none of "
-        f"{', '.join(registry.names())}; name it: --port {registry.names()[0]}=MODULE:FACTORY"
+    raise ModuleNotDetected(
+        [f"{port.name_of(w)} {tuple(w.shape)}" for w in trainable], registry.names()
     )
 
 

@@ -177,7 +177,8 @@ class TrainingChecker:
         except Exception as error:  # a crashing port fails, with its shape
             raise PortCrashed(
                 f"the port raised {type(error).__name__} in a training step on input of shape "
-                f"{x.shape}: {error}"
+                f"{x.shape}: {error}",
+                input_shape=x.shape,
             ) from error
         finally:
             for dropout, rate in zip(dropouts, rates, strict=True):

@@ -25,12 +25,13 @@ Forward = Callable[[Any, Any], Any]
 
 @dataclass(frozen=True)
 class Variant:
-    """The reference with a known bug. Variants compose (``compose``): one that rewrites
-    steps of the attention (``steps`` into ``family``) with one that rewrites other steps,
-    and one that wraps the module (``wrap``: a misread input, a missing residual) around
-    any other."""
+    """The reference with a known bug: a ``parity.hypotheses.Hypothesis`` whose prediction
+    is ``forward``. Variants compose (``compose``): one that rewrites steps of the attention
+    (``steps`` into ``family``) with one that rewrites other steps, and one that wraps the
+    module (``wrap``: a misread input, a missing residual) around any other."""
 
-    name: str
+    key: str  # its identity (``pam.query-key-swapped``), stable when its words change
+    name: str  # a few words, printed
     cause: str  # what the port gets wrong, in a sentence
     forward: Forward
     steps: tuple = ()  # ((slot, function), ...): the steps of ``family`` this bug changes
@@ -42,14 +43,14 @@ def _module(module, x):
     return module(x)
 
 
-def _wrapping(name: str, cause: str, wrap) -> Variant:
-    return Variant(name, cause, wrap(_module), wrap=wrap)
+def _wrapping(key: str, name: str, cause: str, wrap) -> Variant:
+    return Variant(key, name, cause, wrap(_module), wrap=wrap)
 
 
-def stepped(name: str, cause: str, family, **steps) -> Variant:
+def stepped(key: str, name: str, cause: str, family, **steps) -> Variant:
     """A bug in some steps of ``family`` (``{slot: function} -> Forward``), a pair's
     forward written as named steps, so that two such bugs compose."""
-    return Variant(name, cause, family(steps), tuple(steps.items()), family)
+    return Variant(key, name, cause, family(steps), tuple(steps.items()), family)
 
 
 def compose(first: Variant, second: Variant) -> Variant | None:
@@ -59,12 +60,14 @@ def compose(first: Variant, second: Variant) -> Variant | None:
         if set(slots) & set(dict(second.steps)):
             return None
         forward = first.family({**slots, **dict(second.steps)})
-    elif first.wrap is not None and (second.wrap is None or first.name < second.name):
-        # A wrapper around the other bug; two wrappers nest once, in name order.
+    elif first.wrap is not None and (second.wrap is None or first.key < second.key):
+        # A wrapper around the other bug; two wrappers nest once, in key order (the generic
+        # wrappers' keys sort as their names did, so the pairs tried are those of before).
         forward = first.wrap(second.forward)
     else:
         return None
     return Variant(
+        f"{first.key}+{second.key}",
         f"{first.name} + {second.name}",
         f"two bugs at once: {first.cause}; and {second.cause}",
         forward,
@@ -172,40 +175,47 @@ def residual_variants(square: bool, data_format: str = "channels_last") -> list[
         read, write = write, read
     variants = [
         _wrapping(
+            "channels-last-read-as-nchw",
             "NHWC read as NCHW",
             "channels and positions confused: the NHWC input is reshaped to (B, C, H, W) "
             "without a transpose before the attention",
             _computed_on(read, _identity),
         ),
         _wrapping(
+            "channels-last-read-as-nchw-and-written-back",
             "NHWC read as NCHW, and written back the same way",
             "channels and positions confused: the NHWC input is reshaped to (B, C, H, W) "
             "without a transpose, and the result reshaped back to NHWC the same way",
             _computed_on(read, write),
         ),
         _wrapping(
+            "buffer-cn-written-as-nhwc",
             "(C, N) buffer written as NHWC",
             "the attention result, laid out as (B, C, N), is reshaped into (B, H, W, C) "
             "without a transpose",
             _on_attention_term(write),
         ),
         _wrapping(
+            "positions-flattened-column-major",
             "positions flattened in the wrong order",
             "positions are flattened column-major (w * H + h) and unflattened row-major "
             "(h * W + w), or the other way round",
             _on_attention_term(column_major_positions),
         ),
         _wrapping(
+            "residual-missing",
             "residual missing",
             "the residual is missing: the port returns gamma * out instead of gamma * out + x",
             _without_residual,
         ),
         _wrapping(
+            "gamma-zero",
             "gamma not loaded",
             "gamma is not loaded (or not trained): the port behaves as if gamma were 0",
             _gamma_zero,
         ),
         _wrapping(
+            "gamma-one",
             "gamma fixed at 1",
             "gamma is not loaded: the port behaves as if gamma were 1 (a common initial value)",
             _gamma_one,
@@ -214,6 +224,7 @@ def residual_variants(square: bool, data_format: str = "channels_last") -> list[
     if square:
         variants.append(
             _wrapping(
+                "spatial-axes-transposed",
                 "spatial axes transposed",
                 "H and W are swapped between the input and the attention result",
                 _on_attention_term(spatially_transposed),
@@ -238,6 +249,7 @@ def output_permutations(count: int) -> list[Variant]:
 
         variants.append(
             Variant(
+                f"outputs-in-order-{'-'.join(map(str, order))}",
                 "outputs in another order",
                 f"the outputs come in another order: the port returns ({names})",
                 forward,

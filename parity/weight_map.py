@@ -27,7 +27,7 @@ import numpy as np
 
 from parity.frameworks import variable_path
 from parity.layout import CONV_KERNEL, VECTOR, Binding, Layout
-from parity.ports import PortError
+from parity.ports import UnmappedWeights
 
 
 class WeightMapError(ValueError):
@@ -179,7 +179,8 @@ def map_weights(
     declared_absent: tuple[str, ...] = (),
     roles: Roles = (),
 ) -> Bindings:
-    """Bind every reference parameter to one port weight, or raise PortError listing both sides.
+    """Bind every reference parameter to one port weight, or raise UnmappedWeights listing
+    both sides.
 
     ``reference`` maps parameter names to shapes (reference order); ``port_weights`` are
     Keras variables in creation order; ``name_of(weight)`` is the name matched against the
@@ -273,7 +274,11 @@ def map_weights(
     ]
     message = "cannot map the reference's weights onto the port: " + "; ".join(lines)
     structure = describe_structure(reference, missing, extra, name_of, roles)
-    raise PortError(f"{structure} ({message})" if structure else message)
+    raise UnmappedWeights(
+        f"{structure} ({message})" if structure else message,
+        missing=missing,
+        left_over=[name_of(w) for w in extra],
+    )
 
 
 def describe_structure(reference, missing, extra, name_of, roles: Roles = ()) -> str:

@@ -76,18 +76,21 @@ def _family(steps: dict):
 
 VARIANTS = (
     stepped(
+        "cam.softmax-over-rows",
         "softmax over the wrong axis",
         "the softmax normalises over axis 1 of the (B, C, C) energy instead of the last axis",
         _family,
         attend=_max_minus_first,
     ),
     stepped(
+        "cam.attention-transposed",
         "attention applied transposed",
         "the attention matrix is applied transposed: out = attention^T @ x",
         _family,
         apply=_applied_transposed,
     ),
     stepped(
+        "cam.max-minus-missing",
         "CAM without the max-minus step",
         "the max-minus step is missing: softmax(energy) instead of softmax(rowmax - energy), "
         "which is softmax(-energy)",
@@ -95,6 +98,7 @@ VARIANTS = (
         attend=_softmax_last,
     ),
     stepped(
+        "cam.gram-across-batch",
         "attention mixed across the batch",
         "information leaks across the batch: one Gram matrix summed over all samples "
         "(right only when batch == 1)",

@@ -279,17 +279,19 @@ def _family(steps: dict):
     return forward
 
 
-MAX_POOL_MISSING = "channel attention without its max-pooled branch"
+MAX_POOL_MISSING = stepped(
+    "cbam.max-pool-missing",
+    "channel attention without its max-pooled branch",
+    "the channel attention's MLP sees only the average-pooled features: the max-pooled "
+    "branch is missing (sigmoid(mlp(avg)) instead of sigmoid(mlp(avg) + mlp(max)))",
+    _family,
+    pools=_average_pool,
+)
 
 VARIANTS = (
+    MAX_POOL_MISSING,
     stepped(
-        MAX_POOL_MISSING,
-        "the channel attention's MLP sees only the average-pooled features: the max-pooled "
-        "branch is missing (sigmoid(mlp(avg)) instead of sigmoid(mlp(avg) + mlp(max)))",
-        _family,
-        pools=_average_pool,
-    ),
-    stepped(
+        "cbam.average-pool-missing",
         "channel attention without its average-pooled branch",
         "the channel attention's MLP sees only the max-pooled features: the average-pooled "
         "branch is missing",
@@ -297,6 +299,7 @@ VARIANTS = (
         pools=_max_pool,
     ),
     stepped(
+        "cbam.spatial-before-channel",
         "spatial attention before channel attention",
         "the two attentions run in the other order: spatial first, then channel",
         _family,

@@ -79,12 +79,14 @@ def _forward(*, eps=None, relu_missing="", relu_before=""):
 
 VARIANTS = (
     Variant(
+        "head.batch-norm-epsilon-1e-3",
         "BatchNorm epsilon at Keras' default",
         "BatchNorm uses Keras' default epsilon 1e-3 where PyTorch's is 1e-5",
         _forward(eps=1e-3),
     ),
     *(
         Variant(
+            f"head.relu-missing.{name}",
             f"ReLU missing after {name}'s norm",
             f"the ReLU after {name}'s BatchNorm is missing",
             _forward(relu_missing=name),
@@ -93,6 +95,7 @@ VARIANTS = (
     ),
     *(
         Variant(
+            f"head.relu-before-norm.{name}",
             f"ReLU before {name}'s norm",
             f"{name} applies its ReLU before the BatchNorm instead of after it",
             _forward(relu_before=name),

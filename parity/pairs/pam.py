@@ -107,10 +107,19 @@ def _convs_read_as_nchw(module, x):
     return module.gamma * nchw_buffer_written_as_nhwc(out) + x
 
 
-QUERY_KEY_SWAPPED = "query and key swapped"
+QUERY_KEY_SWAPPED = stepped(
+    "pam.query-key-swapped",
+    "query and key swapped",
+    "query and key play each other's role in the energy (energy = key^T query)",
+    _family,
+    energy=_key_query_energy,
+)
+"""Also what a port whose query and key convolutions are named the other way round computes
+(``role_swaps``): the two findings are merged."""
 
 VARIANTS = (
     Variant(
+        "pam.nhwc-read-as-nchw",
         "NHWC read as NCHW",
         "channels and positions confused: NHWC tensors are reshaped to (B, C, N) without a "
         "transpose (B, C, H, W = x.shape unpacked on an NHWC tensor), and the (B, C, N) "
@@ -118,6 +127,7 @@ VARIANTS = (
         _convs_read_as_nchw,
     ),
     stepped(
+        "pam.softmax-over-queries",
         "softmax over the wrong axis",
         "the softmax normalises over the query positions (axis 1) instead of the key "
         "positions (the last axis)",
@@ -125,19 +135,16 @@ VARIANTS = (
         attend=_softmax_first,
     ),
     stepped(
+        "pam.attention-untransposed",
         "attention applied transposed",
         "the attention matrix is applied untransposed: out = value @ attention instead of "
         "value @ attention^T",
         _family,
         apply=_bmm,
     ),
-    stepped(
-        QUERY_KEY_SWAPPED,
-        "query and key play each other's role in the energy (energy = key^T query)",
-        _family,
-        energy=_key_query_energy,
-    ),
+    QUERY_KEY_SWAPPED,
     Variant(
+        "pam.attention-across-batch",
         "attention mixed across the batch",
         "information leaks across the batch: positions of all samples attend to each other "
         "(right only when batch == 1)",
@@ -148,7 +155,7 @@ VARIANTS = (
 
 def role_swaps():
     """Query and key held the other way round: the same numbers as ``QUERY_KEY_SWAPPED``."""
-    from parity.spec import RoleSwap
+    from parity.reassignments import RoleSwap
 
     return (
         RoleSwap(

@@ -12,6 +12,7 @@ from parity.assertions import assert_parity, assert_training_parity, checker_for
 from parity.diagnose import diagnose
 from parity.layout import StateDictMismatchError
 from parity.ports import OutputShapeMismatch
+from parity.reassignments import BATCH_NORM_STATISTICS
 from parity.spec import CAM, HEAD, PAM, ModulePair
 from parity.strategies import Example, examples
 from parity.training import OPTIMIZERS
@@ -199,7 +200,7 @@ def test_running_statistics_swapped_in_conversion_are_rejected_and_named():
     example = counterexample(pair, OUTPUT, shrink=False)
     diagnosis = diagnose(checker_for(pair), example)
     assert diagnosis.explained
-    assert diagnosis.findings[0].hypothesis == "running mean and variance swapped"
+    assert diagnosis.findings[0].hypothesis.key == BATCH_NORM_STATISTICS.key
 
 
 def test_faithful_head_passes_a_training_step_with_each_optimizer():
