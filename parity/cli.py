@@ -366,7 +366,8 @@ def replay_command(args, module: str, example) -> str:
     return command(target, example, flags=flags, train=args.train)
 
 
-def budget(pair, args):
+def _budget(pair, args):
+    """The examples to run: --example alone, or a search of --examples from --seed."""
     from parity.driver import Budget, examples_for
 
     return Budget(examples=examples_for(pair, args.examples), seed=args.seed, example=args.example)
@@ -436,7 +437,7 @@ def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
     from parity.weight_map import WeightMapError
 
     out = out or sys.stdout
-    chosen = budget(pair, args)
+    chosen = _budget(pair, args)
     total = 1 if args.example is not None else chosen.examples
     progress = Progress(pair.name, total, sys.stderr)
     started = time.perf_counter()
