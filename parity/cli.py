@@ -349,6 +349,12 @@ def _pairs(args) -> list:
         raise UsageError(str(error)) from None
 
 
+def _keras_major(args) -> str:
+    """'2' for a port written for Keras 2 (asked for, or detected from its source)."""
+    target = args.port or args.spec
+    return keras_major(keras=args.keras, legacy_keras=args.legacy_keras, target=target)
+
+
 def replay_command(args, module: str, example) -> str:
     """The ``parity check`` command that replays ``example`` with these arguments' port."""
     from parity.replay import port_flags
@@ -623,10 +629,7 @@ def _main(argv: list[str] | None) -> int:
         # not the check's output, and a function port repeats it for every shape it is traced on
         warnings.filterwarnings("ignore", module=r"(keras|tf_keras|tensorflow)(\.|$)")
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    target = args.port or args.spec
-    if args.command == "check" and (
-        keras_major(keras=args.keras, legacy_keras=args.legacy_keras, target=target) == "2"
-    ):
+    if args.command == "check" and _keras_major(args) == "2":
         problem = enable_legacy_keras()
         if problem:
             print(f"parity: error: {problem}", file=sys.stderr)
