@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from functools import cache
 
-from parity import registry
+from parity import registry, replay
 from parity.compare import describe_failures
 from parity.engine import Checker, ExampleReport
-from parity.frameworks import backend_prefix
 from parity.spec import ModulePair
 from parity.strategies import Example
 
@@ -32,15 +31,8 @@ def replay_command(pair: ModulePair, example: Example, train: str | None = None)
     the optimizer's name; on the Keras backend it ran on), or the Python call for a pair
     the command cannot name."""
     if pair.name in registry.names():
-        flags = f" {pair.origin}" if pair.origin else ""
-        flags += f" --train {train}" if train else ""
-        return f"{backend_prefix()}parity check {pair.name}{flags} --example {example.to_text()}"
-    if train:
-        return (
-            f"TrainingChecker(Checker(pair)).check(Example.from_text({example.to_text()!r}), "
-            f"OPTIMIZERS[{train!r}])"
-        )
-    return f"Checker(pair).check(Example.from_text({example.to_text()!r}))"
+        return replay.replay_command(pair.name, example, flags=pair.origin, train=train)
+    return replay.python_replay(example, train=train)
 
 
 @cache

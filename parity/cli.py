@@ -9,23 +9,23 @@ written); 130 interrupted (Ctrl-C).
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
 import logging
 import os
-import shlex
-import signal
 import sys
 import tempfile
-import threading
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from parity import registry
 from parity.bench import KERAS_MODES
-from parity.frameworks import LEGACY_ENV, backend_prefix, legacy_keras_enabled, looks_legacy
+from parity.driver import DEFAULT_EXAMPLES
+from parity.frameworks import (
+    enable_legacy_keras,
+    fix_threads,
+    keras_major,
+)
+from parity.interrupts import INTERRUPTS
 from parity.quiet import import_keras_quietly
 from parity.sizes import TooLarge, check_fits
 from parity.writable import NotWritable, check_directory, check_file
@@ -123,9 +123,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-DEFAULT_EXAMPLES = 100
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -412,55 +409,37 @@ def _pairs(args) -> list:
         raise UsageError(str(error)) from None
 
 
+def _keras_major(args) -> str:
+    """'2' for a port written for Keras 2 (asked for, or detected from its source)."""
+    target = args.port or args.spec
+    return keras_major(keras=args.keras, legacy_keras=args.legacy_keras, target=target)
+
+
 def replay_command(args, module: str, example) -> str:
-    parts = ["parity check"]
-    parts.append(f"--spec {args.spec}" if args.spec else module)
-    if args.port:
-        parts.append(f"--port {args.port}")
-    if args.weight_map:
-        parts.append(f"--weight-map {args.weight_map}")
-    parts += [f"--absent {shlex.quote(pattern)}" for pattern in args.absent]
-    if args.legacy_keras:
-        parts.append("--legacy-keras")
-    if args.keras:
-        parts.append(f"--keras {args.keras}")
-    if args.data_format:
-        parts.append(f"--data-format {args.data_format}")
-    if args.train:
-        parts.append(f"--train {args.train}")
-    parts.append(f"--example {example.to_text()}")
-    return backend_prefix() + " ".join(parts)
+    """The ``parity check`` command that replays ``example`` with these arguments' port."""
+    from parity.replay import port_flags
+    from parity.replay import replay_command as command
+
+    flags = port_flags(
+        port=args.port,
+        weight_map=args.weight_map,
+        absent=args.absent,
+        legacy_keras=args.legacy_keras,
+        keras=args.keras,
+        data_format=args.data_format,
+    )
+    target = f"--spec {args.spec}" if args.spec else module
+    return command(target, example, flags=flags, train=args.train)
 
 
-# -- running one module ----------------------------------------------------------------------
+def _budget(pair, args):
+    """The examples to run: --example alone, or a search of --examples from --seed."""
+    from parity.driver import Budget, examples_for
+
+    return Budget(examples=examples_for(pair, args.examples), seed=args.seed, example=args.example)
 
 
-@dataclass
-class Outcome:
-    module: str
-    examples_run: int = 0
-    worst: dict = field(default_factory=dict)  # tensor name -> TensorComparison
-    worst_example: object = None
-    worst_ratio: float = -1.0
-    counterexample: object = None
-    failure: str = ""
-    report: object = None  # ExampleReport of the counterexample (or the worst example)
-
-    @property
-    def passed(self) -> bool:
-        return self.counterexample is None and not self.failure
-
-    def add(self, report):
-        """A passing example."""
-        self.examples_run += 1
-        self.tally(report.comparisons)
-        if report.worst().ratio > self.worst_ratio:
-            self.worst_ratio, self.worst_example = report.worst().ratio, report.example
-
-    def tally(self, comparisons):
-        for c in comparisons:
-            if c.name not in self.worst or c.ratio > self.worst[c.name].ratio:
-                self.worst[c.name] = c
+# -- printing one module's check -------------------------------------------------------------
 
 
 class Progress:
@@ -497,126 +476,9 @@ class Progress:
             self.stream.write("\n")
 
 
-def _check_examples(pair, args, outcome: Outcome, progress: Progress):
-    from hypothesis import HealthCheck, Phase, given, settings
-    from hypothesis import seed as hypothesis_seed
-
-    from parity.assertions import ParityFailure, checker_for
-    from parity.ports import PortError
-
-    checker = checker_for(pair)
-    failed = []
-    strategy = pair.examples()
-    if args.train:
-        from parity.assertions import training_checker_for
-        from parity.training import OPTIMIZERS, trainable
-
-        optimizer = OPTIMIZERS[args.train]
-        strategy = strategy.filter(trainable)
-
-        def run(example, forward_first):
-            return training_checker_for(pair).check(example, optimizer)
-    else:
-
-        def run(example, forward_first):
-            return checker.check(example, forward_first=forward_first)
-
-    def check(example):
-        INTERRUPTS.check()
-        try:
-            report = run(example, bool(failed))
-        except PortError as error:
-            error.example = example
-            raise
-        if not report.passed:
-            raise ParityFailure(report)
-        return report
-
-    if args.example is not None:
-        try:
-            outcome.add(check(args.example))
-        except ParityFailure:
-            outcome.counterexample = args.example
-        except PortError as error:
-            outcome.counterexample, outcome.failure = args.example, str(error)
-        return
-
-    @hypothesis_seed(args.seed)
-    @settings(
-        max_examples=examples_for(pair, args),
-        database=None,
-        deadline=None,
-        derandomize=False,
-        report_multiple_bugs=False,
-        # No explain phase: it reruns the failure a hundred times to say which argument
-        # could vary; the diagnosis says more, for a fraction of that.
-        phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
-    @given(strategy)
-    def parity_property(example):
-        if not failed:
-            progress.tick()
-        try:
-            report = check(example)
-        except (ParityFailure, PortError):
-            if not failed:
-                failed.append(True)
-                progress.shrinking()
-            raise
-        if not failed:  # the examples passed while shrinking are not the run's
-            outcome.add(report)
-
-    try:
-        parity_property()
-    except ParityFailure as failure:
-        outcome.counterexample = failure.report.example
-    except PortError as error:
-        outcome.counterexample, outcome.failure = getattr(error, "example", None), str(error)
-
-
-def _preflight(checker, outcome: Outcome) -> None:
-    """Build the port once and bind its weights before any example: a port that cannot
-    hold the weights fails the same way on every example, so there is nothing to shrink;
-    a bad weight map is a usage error."""
-    from parity.ports import PortCrashed, PortError
-    from parity.strategies import Example
-
-    pair = checker.pair
-    channels = max(pair.min_channels, min(16, pair.max_channels))
-    example = Example(2, channels, 3, 5, 1.0, 0)
-    x = checker.example_data(example).x.astype("float32")
-    if pair.data_format == "channels_last":
-        x = x.transpose(0, 2, 3, 1)
-    try:
-        checker.bindings(checker.port(channels, x), channels)
-    except PortCrashed:  # a crash: the examples find its minimal shape
-        pass
-    except PortError as error:  # weights it cannot hold: no shape is involved
-        outcome.failure = str(error)
-
-
-def _absent_failure(checker, outcome: Outcome) -> str:
-    """Why a port that lacks reference parameters fails though the rest may match."""
-    absent = checker.undeclared_absent
-    judged = (
-        f"with them held at zero in the reference, the rest of the port matches it on "
-        f"{outcome.examples_run} examples"
-        if outcome.counterexample is None
-        else "the rest was checked with them held at zero in the reference"
-    )
-    example = {absent[0]: None}
-    flags = " ".join(f"--absent {key}" for key in absent)
-    return (
-        f"the port has no counterpart for {', '.join(absent)} (use_bias=False?); {judged}. "
-        f"If it has none on purpose, declare it: {flags}, or null in the weight map "
-        f"({json.dumps(example)})"
-    )
-
-
-def _table(outcome: Outcome, policy) -> str:
+def _table(outcome, policy) -> str:
     passed = f"{outcome.examples_run} example{'s' if outcome.examples_run != 1 else ''} passed"
-    if outcome.counterexample is not None:
+    if outcome.failed_on is not None:
         passed += (
             ", then one failed; per tensor, the worst over those and the minimal counterexample"
         )
@@ -633,40 +495,31 @@ def _table(outcome: Outcome, policy) -> str:
     return "\n".join(rows)
 
 
-def examples_for(pair, args) -> int:
-    """``--examples``, else the registered pair's own count, else DEFAULT_EXAMPLES."""
-    if args.examples is not None:
-        return args.examples
-    known = pair.name in registry.names()
-    return (known and registry.definition(pair.name).examples) or DEFAULT_EXAMPLES
-
-
 def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
     from parity.assertions import checker_for
+    from parity.driver import absent_failure, find_counterexample, procedure_for
     from parity.ports import PortLoadError
+    from parity.report import write_report
     from parity.weight_map import WeightMapError
 
     out = out or sys.stdout
-    outcome = Outcome(pair.name)
-    total = 1 if args.example is not None else examples_for(pair, args)
+    chosen = _budget(pair, args)
+    total = 1 if args.example is not None else chosen.examples
     progress = Progress(pair.name, total, sys.stderr)
     started = time.perf_counter()
     checker = checker_for(pair)
     try:
-        _preflight(checker, outcome)
-        if not outcome.failure:
-            _check_examples(pair, args, outcome, progress)
+        outcome = find_counterexample(
+            checker,
+            procedure_for(args.train),
+            chosen,
+            listener=progress,
+            before_each=INTERRUPTS.check,
+        )
     except (PortLoadError, WeightMapError) as error:
-        progress.close()
         raise UsageError(f"{pair.name}: {error}") from None
-    progress.close()
-    if checker.undeclared_absent and outcome.passed:
-        outcome.failure = _absent_failure(checker, outcome)
-    if outcome.counterexample is not None and not outcome.failure:
-        # Every tensor of the counterexample, gradients included (the search may have
-        # stopped at a failing forward pass): the table and the lines below it agree.
-        outcome.report = _recheck(pair, args, checker, outcome.counterexample)
-        outcome.tally(outcome.report.comparisons)
+    finally:
+        progress.close()
     if outcome.worst:
         print(_table(outcome, checker.policy), file=out)
     diagnosis = None
@@ -676,7 +529,7 @@ def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
         print(f"{pair.name}: FAIL", file=out)
         diagnosis = _print_failure(pair, args, outcome, checker, out)
     if checker.undeclared_absent and outcome.counterexample is not None:
-        print(_absent_failure(checker, outcome), file=out)
+        print(absent_failure(checker, outcome), file=out)
     elif checker.declared_absent:
         print(
             "Note: held at zero in the reference, as declared (the port has no counterpart): "
@@ -686,30 +539,32 @@ def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
     for note in checker.notes:
         print(f"Note: {note}", file=out)
     if report_dir is not None:
-        path = _write_report(pair, args, report_dir, outcome, diagnosis, checker)
+        counterexample = outcome.counterexample
+        path = write_report(
+            checker,
+            outcome,
+            diagnosis,
+            directory=report_dir / pair.name,
+            port=args.port or (args.spec or "bundled"),
+            replay=None
+            if counterexample is None
+            else replay_command(args, pair.name, counterexample),
+        )
         print(f"{pair.name}: report written to {path}", file=out)
     return outcome.passed
 
 
-def _print_failure(pair, args, outcome: Outcome, checker, out):
+def _print_failure(pair, args, outcome, checker, out):
     """The failure, its diagnosis and, where a shape is involved, the minimal
-    counterexample and its replay command, printed only once a fresh check reproduces it."""
+    counterexample and its replay command (the driver confirmed that it replays)."""
     from parity.compare import describe_failures
-    from parity.diagnose import Diagnosis, diagnose
+    from parity.diagnose import Diagnosis
+    from parity.explain import explain
 
     example = outcome.counterexample
-    if example is None:  # weights the port cannot hold
+    if example is None:  # weights the port cannot hold, or a failure that did not replay
         print(outcome.failure, file=out)
-        return Diagnosis(True, outcome.failure, restates_error=True)
-    if args.example is None and not replays(pair, example, args.train):
-        outcome.counterexample = None
-        outcome.failure = (
-            f"the port failed on {example.to_text()} after other examples, and passes when "
-            "that example is checked alone: its result depends on what it ran before "
-            "(state kept between calls)"
-        )
-        print(outcome.failure, file=out)
-        return Diagnosis(False, outcome.failure, restates_error=True)
+        return Diagnosis(outcome.unconfirmed is None, outcome.failure, restates_error=True)
     print(
         f"Minimal counterexample: batch={example.batch}, channels={example.channels}, "
         f"H={example.height}, W={example.width}, scale={example.scale}, seed={example.seed}",
@@ -718,211 +573,20 @@ def _print_failure(pair, args, outcome: Outcome, checker, out):
     if outcome.failure:
         print(outcome.failure, file=out)
     else:
-        outcome.report = outcome.report or _recheck(pair, args, checker, example)
         print(describe_failures(outcome.report.comparisons), file=out)
     diagnosis = None
     if not args.train:  # the diagnosis' hypotheses are about evaluation mode
-        diagnosis = diagnose(checker, example)
-        # Where a wrong result first appears (a crash has no wrong result to locate).
-        divergence = None if outcome.failure else _first_divergence(checker, example)
-        trapped = divergence.first if divergence is not None else None
-        if not diagnosis.explained and trapped is not None and trapped.trap is not None:
-            diagnosis = Diagnosis(
-                True,
-                f"{trapped.trap.cause}, at {trapped.trap_module} (the reference with that "
-                "layer trapped computes what the port computes there, within the policy)",
-                diagnosis.findings,
-            )
+        explanation = explain(checker, example, crashed=bool(outcome.failure))
+        diagnosis = explanation.diagnosis
         if not diagnosis.restates_error:
             print(diagnosis.text(), file=out)
-        if divergence is not None:
-            print(divergence.describe(), file=out)
+        if explanation.divergence is not None:
+            print(explanation.divergence.describe(), file=out)
     print(f"Replay: {replay_command(args, pair.name, example)}", file=out)
     return diagnosis
 
 
-def _first_divergence(checker, example):
-    """Where the port's forward pass first leaves the policy, for a model whose sub-modules
-    the weight map matches (``parity.divergence``); None where it cannot say (a tf.keras 2
-    port, a port that fails only in its gradients, one sub-module or none)."""
-    from parity.divergence import locate
-    from parity.ports import PortError
-
-    try:
-        divergence = locate(checker, example)
-    except (PortError, AttributeError):  # AttributeError: a layer without Keras 3's tracking
-        return None
-    if divergence.first is None or len(divergence.modules) < 2:
-        return None
-    return divergence
-
-
-def _recheck(pair, args, checker, example):
-    """The full check of one example, arrays kept: a training step with --train."""
-    if not args.train:
-        return checker.check(example, keep=True)
-    from parity.assertions import training_checker_for
-    from parity.training import OPTIMIZERS
-
-    return training_checker_for(pair).check(example, OPTIMIZERS[args.train])
-
-
-def replays(pair, example, train: str | None = None) -> bool:
-    """Whether ``example`` fails when checked as its replay command checks it: a fresh
-    checker, the port built on the preflight shape first, then the example alone (one
-    training step with ``train``, the optimizer's name)."""
-    from parity.engine import Checker
-    from parity.ports import PortError
-    from parity.training import OPTIMIZERS, TrainingChecker
-
-    checker = Checker(pair)
-    _preflight(checker, Outcome(pair.name))
-    try:
-        if train:
-            return not TrainingChecker(checker).check(example, OPTIMIZERS[train]).passed
-        return not checker.check(example).passed
-    except PortError:
-        return True
-
-
-def _write_report(pair, args, report_dir, outcome, diagnosis, checker) -> Path:
-    from parity import report as reporting
-    from parity.ports import PortError
-
-    directory = report_dir / pair.name
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"cannot write --report {directory}: {error.strerror}") from None
-    example_report = outcome.report
-    if example_report is None and outcome.passed and outcome.worst_example is not None:
-        example_report = checker.check(outcome.worst_example, keep=True)
-    pictures, drawn = [], None
-    if example_report is not None and example_report.truth is not None:
-        drawn = _picture_report(checker, outcome) or example_report
-        verdict = "pass" if outcome.passed else "FAIL"
-        title = f"{pair.name} {verdict} on {drawn.example.to_text()}"
-        pictures = reporting.draw_pictures(drawn, directory, title, residual=pair.residual)
-    weight_map = {}
-    try:
-        example = outcome.counterexample or outcome.worst_example
-        if example is not None:
-            x = checker.example_data(example).x
-            if pair.data_format == "channels_last":
-                x = x.transpose(0, 2, 3, 1)
-            instance = checker.port(example.channels, x.astype("float32"))
-            weight_map = {
-                b.torch_key: instance.name_of(b.variable)
-                for b in checker.bindings(instance, example.channels)
-            }
-    except PortError:
-        pass
-    counterexample = outcome.counterexample
-    report = reporting.build_report(
-        module=pair.name,
-        port=args.port or (args.spec or "bundled"),
-        data_format=pair.data_format,
-        passed=outcome.passed,
-        examples_run=outcome.examples_run,
-        policy=checker.policy,
-        tally=outcome.worst,
-        example_report=example_report,
-        counterexample=counterexample,
-        replay=None if counterexample is None else replay_command(args, pair.name, counterexample),
-        diagnosis=diagnosis,
-        error=outcome.failure or None,
-        weight_map=weight_map,
-        pictures=pictures,
-        worst_example=counterexample or outcome.worst_example,
-        drawn=drawn,
-    )
-    return reporting.write_json(report, directory)
-
-
-PICTURE_SIDES = (9, 12)
-"""H != W, both above 8, H*W off multiples of 8: room for a scramble of positions to show.
-A minimal counterexample (1x2 pixels) shows nothing."""
-
-PICTURE_SCALES = (None, 0.1, 1.0, 3.0)  # None: the scale of the example found
-
-
-def _picture_report(checker, outcome: Outcome):
-    """The example the pictures show: at batch 2 and PICTURE_SIDES, with the found
-    example's scale and seed first, then a few others. Failing: the first of them that
-    fails too; passing: the worst of them. None when none qualifies (the pictures then show
-    the example found itself)."""
-    from parity.ports import PortError
-    from parity.strategies import Example
-
-    found = outcome.worst_example if outcome.passed else outcome.counterexample
-    if found is None:
-        return None
-    pair = checker.pair
-    channels = min(max(16, pair.min_channels), pair.max_channels)
-    reports = []
-    for i, scale in enumerate(PICTURE_SCALES):
-        example = Example(2, channels, *PICTURE_SIDES, scale or found.scale, found.seed + i)
-        try:
-            report = checker.check(example, keep=True)
-        except PortError:
-            continue
-        if not outcome.passed and not report.passed:
-            return report
-        reports.append(report)
-    if outcome.passed and reports:
-        return max(reports, key=lambda r: r.worst().ratio)
-    return None
-
-
-# -- legacy tf.keras ------------------------------------------------------------------------------
-
-
-def _keras_major(args) -> str:
-    """'2' for a port written for Keras 2 (asked for, or detected from its source)."""
-    if args.keras:
-        return args.keras
-    if args.legacy_keras or ((args.port or args.spec) and looks_legacy(args.port or args.spec)):
-        return "2"
-    return "3"
-
-
-def _enable_legacy_keras() -> str:
-    """Hand tf.keras 2 out as tf.keras (and ``keras`` to the port): possible only before
-    TensorFlow is imported."""
-    if importlib.util.find_spec("tf_keras") is None:
-        return (
-            "the port is written for Keras 2, which runs here as tf-keras: install it with "
-            f"`pip install --no-deps tf-keras~={_tensorflow_version()}` "
-            "(or check it with --keras 3)"
-        )
-    if "tensorflow" in sys.modules and not legacy_keras_enabled():
-        return (
-            "a Keras 2 port needs TF_USE_LEGACY_KERAS=1 before TensorFlow is imported; "
-            "run parity check in a fresh process (or set the variable yourself)"
-        )
-    os.environ[LEGACY_ENV] = "1"
-    return ""
-
-
-def _tensorflow_version() -> str:
-    from importlib import metadata
-
-    for name in ("tensorflow", "tensorflow-cpu"):
-        try:
-            return ".".join(metadata.version(name).split(".")[:2]) + ".0"
-        except metadata.PackageNotFoundError:
-            continue
-    return "2.21.0"
-
-
 # -- bench -------------------------------------------------------------------------------------
-
-
-def _fix_threads(threads: int) -> None:
-    """The same thread count for both frameworks, set before either is imported."""
-    for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "MKL_NUM_THREADS"):
-        os.environ[name] = str(threads)
-    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
 
 
 def run_bench(args) -> int:
@@ -1010,47 +674,6 @@ def run_convert(args) -> int:
 # -- entry point -------------------------------------------------------------------------------
 
 
-class _Interrupts:
-    """Ctrl-C as a flag as well as an exception. Python raises KeyboardInterrupt in whatever
-    code runs when the signal arrives, and one raised inside a garbage-collection callback
-    (JAX registers one) is swallowed: the flag is checked again between examples."""
-
-    def __init__(self):
-        self.seen = False
-        self.previous = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread() and (
-            signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        ):
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-            self.previous_hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
-        return self
-
-    def __exit__(self, *exc_info):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-            sys.unraisablehook = self.previous_hook
-            self.previous = None
-        self.seen = False
-
-    def _unraisable(self, unraisable):
-        """A swallowed Ctrl-C is not worth a traceback: the flag ends the run."""
-        if not issubclass(unraisable.exc_type, KeyboardInterrupt):
-            self.previous_hook(unraisable)
-
-    def _handle(self, signum, frame):
-        self.seen = True
-        raise KeyboardInterrupt
-
-    def check(self) -> None:
-        if self.seen:
-            raise KeyboardInterrupt
-
-
-INTERRUPTS = _Interrupts()
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run a command; Ctrl-C ends it with one line and status 130, whatever was running."""
     try:
@@ -1078,12 +701,12 @@ def _main(argv: list[str] | None) -> int:
         warnings.filterwarnings("ignore", module=r"(keras|tf_keras|tensorflow)(\.|$)")
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
     if args.command == "check" and _keras_major(args) == "2":
-        problem = _enable_legacy_keras()
+        problem = enable_legacy_keras()
         if problem:
             print(f"parity: error: {problem}", file=sys.stderr)
             return EXIT_USAGE
     if args.command == "bench":
-        _fix_threads(args.threads)
+        fix_threads(args.threads)
     import_keras_quietly()
     if args.command == "convert":
         return run_convert(args)

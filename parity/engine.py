@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -96,6 +97,13 @@ def _named_outputs(outputs, convert) -> Results:
     if len(outputs) == 1:
         return {"output": convert(outputs[0])}
     return {f"output[{i}]": convert(y) for i, y in enumerate(outputs)}
+
+
+class LoadedPort(NamedTuple):
+    x: np.ndarray  # the input, in the port's layout
+    instance: PortInstance
+    bindings: list[Binding]
+    trained: list[Binding]  # those of the reference's parameters (not its buffers)
 
 
 class Checker:
@@ -222,23 +230,31 @@ class Checker:
     def undeclared_absent(self) -> tuple[str, ...]:
         return tuple(k for k in self.held_at_zero if k not in self.declared_absent)
 
-    def run_port(self, example, data, gradients, bindings: list[Binding] | None = None) -> Results:
-        """The port's outputs (and gradients) in the reference's layout. ``bindings``
+    def loaded_port(
+        self, example: Example, data: ExampleData, bindings: list[Binding] | None = None
+    ) -> LoadedPort:
+        """The port built for ``example``, its input in its layout, and the example's
+        weights loaded into it (what it lacks held at zero): what a forward pass, a
+        vector-Jacobian product and a training step each start from. ``bindings``
         replaces the pair's, for the diagnosis' alternative weight assignments."""
-        fmt = self.pair.data_format
-        x = to_data_format(data.x, fmt).astype(np.float32)
+        x = self._port_input(data)
         instance = self.port(example.channels, x)
         bindings = bindings or self.bindings(instance, example.channels)
         ignore = (*self.pair.ignore, *self.held_at_zero)
         load_state_dict(instance.layer, data.state, bindings=bindings, ignore=ignore)
+        parameters = set(dict(self.reference(example.channels, torch.float64).named_parameters()))
+        trained = [b for b in bindings if b.torch_key in parameters]
+        return LoadedPort(x, instance, bindings, trained)
+
+    def run_port(self, example, data, gradients, bindings: list[Binding] | None = None) -> Results:
+        """The port's outputs (and gradients) in the reference's layout. ``bindings``
+        replaces the pair's, for the diagnosis' alternative weight assignments."""
+        fmt = self.pair.data_format
+        x, instance, bindings, trained = self.loaded_port(example, data, bindings)
         try:
             if not gradients:
                 outputs = autodiff.forward(instance.layer, x, self.mode)
                 return _named_outputs(outputs, lambda y: from_data_format(y, fmt))
-            parameters = set(
-                dict(self.reference(example.channels, torch.float64).named_parameters())
-            )
-            trained = [b for b in bindings if b.torch_key in parameters]
 
             def cotangents(outputs):
                 shapes = [
@@ -317,7 +333,7 @@ class Checker:
         truth = self.run_reference(example, data, torch.float64, gradients)
         reference = self.run_reference(example, data, self.reference_dtype, gradients)
         port = self.run_port(example, data, gradients)
-        _check_shapes(truth, port, self.pair.data_format)
+        check_shapes(truth, port, self.pair.data_format)
         comparisons, floor = judge(
             truth,
             reference,
@@ -408,7 +424,8 @@ def _dtype_policy(name: str):
         keras.config.set_dtype_policy(previous)
 
 
-def _check_shapes(truth: Results, port: Results, data_format: str) -> None:
+def check_shapes(truth: Results, port: Results, data_format: str) -> None:
+    """The port returned every tensor the reference did, each of the reference's shape."""
     missing = sorted(set(truth) - set(port))
     if missing:
         raise MissingOutputs(missing, sorted(port))

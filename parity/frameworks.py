@@ -219,3 +219,49 @@ def backend_prefix() -> str:
     replay command runs where its failure happened."""
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     return "" if backend == "tensorflow" else f"KERAS_BACKEND={backend} "
+
+
+def keras_major(*, keras: str | None, legacy_keras: bool, target: str | None) -> str:
+    """'2' for a port written for Keras 2: asked for (``keras``, ``legacy_keras``), or
+    detected from the source of ``target`` (a ``MODULE:NAME``); else '3'."""
+    if keras:
+        return keras
+    if legacy_keras or (target and looks_legacy(target)):
+        return "2"
+    return "3"
+
+
+def enable_legacy_keras() -> str:
+    """Hand tf.keras 2 out as tf.keras (and ``keras`` to the port): possible only before
+    TensorFlow is imported. Returns why it cannot ("" once enabled)."""
+    if importlib.util.find_spec("tf_keras") is None:
+        return (
+            "the port is written for Keras 2, which runs here as tf-keras: install it with "
+            f"`pip install --no-deps tf-keras~={_tensorflow_version()}` "
+            "(or check it with --keras 3)"
+        )
+    if "tensorflow" in sys.modules and not legacy_keras_enabled():
+        return (
+            "a Keras 2 port needs TF_USE_LEGACY_KERAS=1 before TensorFlow is imported; "
+            "run parity check in a fresh process (or set the variable yourself)"
+        )
+    os.environ[LEGACY_ENV] = "1"
+    return ""
+
+
+def _tensorflow_version() -> str:
+    from importlib import metadata
+
+    for name in ("tensorflow", "tensorflow-cpu"):
+        try:
+            return ".".join(metadata.version(name).split(".")[:2]) + ".0"
+        except metadata.PackageNotFoundError:
+            continue
+    return "2.21.0"
+
+
+def fix_threads(threads: int) -> None:
+    """The same thread count for both frameworks, set before either is imported."""
+    for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = "1"

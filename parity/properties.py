@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from parity import registry
 from parity.assertions import assert_parity
+from parity.replay import port_flags
 from parity.spec import ModulePair, channels_first, detect_module, pair_for_port, with_port
 from parity.weight_map import read_weight_map
 
@@ -53,10 +54,7 @@ def property_settings() -> settings:
 
 def replay_flags(target: str, weight_map: str | None, data_format: str | None) -> str:
     """The ``parity check`` flags that select this port, for replay commands."""
-    flags = [f"--port {target.split('=')[-1]}"]
-    flags += [f"--weight-map {weight_map}"] if weight_map else []
-    flags += [f"--data-format {data_format}"] if data_format else []
-    return " ".join(flags)
+    return port_flags(port=target.split("=")[-1], weight_map=weight_map, data_format=data_format)
 
 
 @cache
@@ -126,7 +124,7 @@ def check_port(
     else:
         fmt = data_format or "channels_last"
         base = registry.pair(module or detect_module(port, fmt))
-        origin = f"--port {port.__module__}:{port.__qualname__}"
+        origin = port_flags(port=f"{port.__module__}:{port.__qualname__}")
         pair = with_port(base, port, weight_map=weight_map, data_format=data_format, origin=origin)
     chosen = property_settings()
 

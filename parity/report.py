@@ -471,3 +471,103 @@ def _save(fig, path: Path) -> str:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path.name
+
+
+# -- one pair's report, from the driver's outcome ------------------------------------------------
+
+
+def write_report(checker, outcome, diagnosis, *, directory: Path, port: str, replay) -> Path:
+    """``report.json`` and the pictures of one pair's check (``parity.driver.Outcome``) in
+    ``directory``; ``port``: how the port was named; ``replay``: the counterexample's
+    replay command (None without one). NotWritable where the folder cannot be made."""
+    from parity.writable import NotWritable
+
+    pair = checker.pair
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise NotWritable(f"cannot write --report {directory}: {error.strerror}") from None
+    example_report = outcome.report
+    if example_report is None and outcome.passed and outcome.worst_example is not None:
+        example_report = checker.check(outcome.worst_example, keep=True)
+    pictures, drawn = [], None
+    if example_report is not None and example_report.truth is not None:
+        drawn = picture_report(checker, outcome) or example_report
+        verdict = "pass" if outcome.passed else "FAIL"
+        title = f"{pair.name} {verdict} on {drawn.example.to_text()}"
+        pictures = draw_pictures(drawn, directory, title, residual=pair.residual)
+    counterexample = outcome.counterexample
+    report = build_report(
+        module=pair.name,
+        port=port,
+        data_format=pair.data_format,
+        passed=outcome.passed,
+        examples_run=outcome.examples_run,
+        policy=checker.policy,
+        tally=outcome.worst,
+        example_report=example_report,
+        counterexample=counterexample,
+        replay=replay,
+        diagnosis=diagnosis,
+        error=outcome.failure or None,
+        weight_map=port_weight_map(checker, counterexample or outcome.worst_example),
+        pictures=pictures,
+        worst_example=counterexample or outcome.worst_example,
+        drawn=drawn,
+    )
+    return write_json(report, directory)
+
+
+def port_weight_map(checker, example) -> dict:
+    """Reference parameter -> the port's weight path, as bound on ``example``'s shape ({}
+    without an example, or where the port cannot be built on it)."""
+    from parity.ports import PortError
+
+    if example is None:
+        return {}
+    try:
+        x = checker.example_data(example).x
+        if checker.pair.data_format == "channels_last":
+            x = x.transpose(0, 2, 3, 1)
+        instance = checker.port(example.channels, x.astype("float32"))
+        return {
+            b.torch_key: instance.name_of(b.variable)
+            for b in checker.bindings(instance, example.channels)
+        }
+    except PortError:
+        return {}
+
+
+PICTURE_SIDES = (9, 12)
+"""H != W, both above 8, H*W off multiples of 8: room for a scramble of positions to show.
+A minimal counterexample (1x2 pixels) shows nothing."""
+
+PICTURE_SCALES = (None, 0.1, 1.0, 3.0)  # None: the scale of the example found
+
+
+def picture_report(checker, outcome) -> ExampleReport | None:
+    """The example the pictures show: at batch 2 and PICTURE_SIDES, with the found
+    example's scale and seed first, then a few others. Failing: the first of them that
+    fails too; passing: the worst of them. None when none qualifies (the pictures then show
+    the example found itself)."""
+    from parity.ports import PortError
+    from parity.strategies import Example
+
+    found = outcome.worst_example if outcome.passed else outcome.counterexample
+    if found is None:
+        return None
+    pair = checker.pair
+    channels = min(max(16, pair.min_channels), pair.max_channels)
+    reports = []
+    for i, scale in enumerate(PICTURE_SCALES):
+        example = Example(2, channels, *PICTURE_SIDES, scale or found.scale, found.seed + i)
+        try:
+            report = checker.check(example, keep=True)
+        except PortError:
+            continue
+        if not outcome.passed and not report.passed:
+            return report
+        reports.append(report)
+    if outcome.passed and reports:
+        return max(reports, key=lambda r: r.worst().ratio)
+    return None

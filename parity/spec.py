@@ -254,6 +254,7 @@ def pair_for_port(
 ) -> ModulePair:
     """``NAME=MODULE:FACTORY`` (or ``MODULE:FACTORY``, the module detected) as a pair."""
     from parity.ports import load_factory
+    from parity.replay import port_flags
 
     module, sep, rest = target.partition("=")
     if not sep:
@@ -268,5 +269,5 @@ def pair_for_port(
         factory,
         weight_map=weight_map,
         data_format=data_format,
-        origin=origin or f"--port {rest}",
+        origin=origin or port_flags(port=rest),
     )

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F  # noqa: N812 -- PyTorch's convention
 
 from parity import autodiff
-from parity.engine import Checker, ExampleReport, _check_shapes, judge
+from parity.engine import Checker, ExampleReport, check_shapes, judge
 from parity.error_bound import RunningErrorBound
-from parity.layout import from_data_format, load_state_dict, to_data_format
+from parity.layout import from_data_format
 from parity.ports import PortCrashed
 from parity.strategies import Example
 
@@ -146,14 +146,7 @@ class TrainingChecker:
 
     def run_port(self, example, data, optimizer: Optimizer):
         fmt = self.pair.data_format
-        x = to_data_format(data.x, fmt).astype(np.float32)
-        instance = self.checker.port(example.channels, x)
-        bindings = self.checker.bindings(instance, example.channels)
-        load_state_dict(instance.layer, data.state, bindings=bindings, ignore=self.pair.ignore)
-        parameters = set(
-            dict(self.checker.reference(example.channels, torch.float64).named_parameters())
-        )
-        trained = [b for b in bindings if b.torch_key in parameters]
+        x, instance, bindings, trained = self.checker.loaded_port(example, data)
         dropouts = _keras_dropouts(instance.layer)
         rates = [d.rate for d in dropouts]
         for dropout in dropouts:
@@ -195,7 +188,7 @@ class TrainingChecker:
         truth = self.run_reference(example, data, torch.float64, optimizer)
         reference = self.run_reference(example, data, torch.float32, optimizer)
         port = self.run_port(example, data, optimizer)
-        _check_shapes(truth, port, self.pair.data_format)
+        check_shapes(truth, port, self.pair.data_format)
         comparisons, _ = judge(
             truth,
             reference,

@@ -78,9 +78,10 @@ STRUCTURAL_BUGS = {
 @pytest.mark.parametrize("name", STRUCTURAL_BUGS)
 def test_planted_bugs_are_rejected_under_mixed_precision(name, precision):
     pair, layer_class = STRUCTURAL_BUGS[name]
+    planted = in_range(port_pair(pair, layer_class))
     counterexample(
-        in_range(port_pair(pair, layer_class)),
+        planted,
         BUGS[name].rejected_for.at_low_precision(),  # for its bug, some of its tensors
         shrink=False,
-        check=check(precision),
+        checker=checker(planted, precision),
     )

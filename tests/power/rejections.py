@@ -3,14 +3,15 @@
 A check that fails for another reason than the bug (the harness crashed, the converter
 refused the weights, a tensor the bug cannot touch is off) has not seen the bug: counting
 it as power would let a broken harness pass the power tests. Each planted bug declares its
-rejection, and the power tests accept that one only.
+rejection, and the power tests accept that one only, judged on the driver's outcome
+(``parity.driver.Outcome``): its confirmed counterexample and its failure.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from parity.assertions import ParityFailure
+from parity.driver import Outcome
 from parity.ports import PortError
 
 
@@ -31,11 +32,15 @@ class ParityFailureOn:
     def at_low_precision(self) -> ParityFailureOn:
         return replace(self, any_of=True)
 
-    def mismatch(self, error: BaseException) -> str | None:
-        """None if ``error`` is this rejection; otherwise what differs."""
-        if not isinstance(error, ParityFailure):
-            return f"expected a ParityFailure, got {type(error).__name__}"
-        failing = [c.name for c in error.report.comparisons if not c.passed]
+    def mismatch(self, outcome: Outcome) -> str | None:
+        """None if ``outcome`` is this rejection; otherwise what differs."""
+        if outcome.error is not None:
+            return f"expected a wrong tensor, got {type(outcome.error).__name__}"
+        if outcome.counterexample is None or outcome.report is None:
+            return f"expected a counterexample with a wrong tensor, got: {outcome.failure}"
+        failing = [c.name for c in outcome.report.comparisons if not c.passed]
+        if not failing:
+            return "the counterexample passes when checked in full"
         missing = [part for part in self.fails if not any(part in name for name in failing)]
         if self.any_of and len(missing) < len(self.fails):
             missing = []
@@ -58,10 +63,11 @@ class Raises:
     def at_low_precision(self) -> Raises:
         return self
 
-    def mismatch(self, error: BaseException) -> str | None:
-        if type(error) is self.error:
+    def mismatch(self, outcome: Outcome) -> str | None:
+        if type(outcome.error) is self.error:
             return None
-        return f"expected {self.error.__name__}, got {type(error).__name__}"
+        got = type(outcome.error).__name__ if outcome.error is not None else "no port error"
+        return f"expected {self.error.__name__}, got {got}"
 
 
 Rejection = ParityFailureOn | Raises

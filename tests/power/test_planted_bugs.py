@@ -5,11 +5,13 @@ from dataclasses import replace
 from typing import NamedTuple
 
 import pytest
-from hypothesis import Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parity.assertions import assert_parity, assert_training_parity, checker_for
+from parity.compare import describe_failures
 from parity.diagnose import diagnose
+from parity.driver import Budget, TrainingStep, find_counterexample
 from parity.layout import StateDictMismatchError
 from parity.ports import OutputShapeMismatch
 from parity.reassignments import BATCH_NORM_STATISTICS
@@ -132,33 +134,31 @@ def port_pair(pair, layer_class, **changes):
 
 
 def counterexample(
-    pair, rejected_for: Rejection, *, max_examples=100, shrink=True, check=assert_parity
+    pair,
+    rejected_for: Rejection,
+    *,
+    max_examples=100,
+    shrink=True,
+    procedure=None,
+    checker=None,
 ) -> Example:
-    """The example the property ``check(pair, example)`` fails on (shrunk), or fail the
-    test: when no example fails, and when the failure is not ``rejected_for`` (a crash, a
-    refused weight or a failure on tensors the bug cannot touch is not this bug seen)."""
-    drawn = []
-
-    @settings(
-        max_examples=max_examples,
-        database=None,
-        phases=[Phase.generate, Phase.target, *([Phase.shrink] if shrink else [])],  # no explain
-    )
-    @given(data=st.data())
-    def parity_property(data):
-        drawn.append(data.draw(pair.examples()))
-        check(pair, drawn[-1])
-
-    try:
-        parity_property()
-    except Exception as error:  # any failure: only the declared one is a rejection
-        wrong = rejected_for.mismatch(error)
-        if wrong:
-            pytest.fail(f"{pair.name}: rejected for another reason than its bug: {wrong}\n{error}")
-        return drawn[-1]  # Hypothesis replays the failing example last
-    pytest.fail(
-        f"{pair.name}: no counterexample in {max_examples} examples; the suite cannot see this bug"
-    )
+    """The counterexample the driver finds for ``pair`` (``procedure``: evaluation by
+    default; ``checker``: the pair's own by default), or fail the test: when no example
+    fails, and when the failure is not ``rejected_for`` (a crash, a refused weight, a
+    failure on tensors the bug cannot touch or one that does not replay is not this bug
+    seen)."""
+    budget = Budget(examples=max_examples, seed=None, shrink=shrink)  # the profile's seed
+    outcome = find_counterexample(checker or checker_for(pair), procedure, budget)
+    if outcome.passed:
+        pytest.fail(
+            f"{pair.name}: no counterexample in {max_examples} examples; "
+            "the suite cannot see this bug"
+        )
+    wrong = rejected_for.mismatch(outcome)
+    if wrong:
+        details = outcome.failure or describe_failures(outcome.report.comparisons)
+        pytest.fail(f"{pair.name}: rejected for another reason than its bug: {wrong}\n{details}")
+    return outcome.counterexample
 
 
 @pytest.mark.parametrize("name", BUGS)
@@ -186,13 +186,8 @@ def test_training_bug_is_rejected_by_the_training_step_and_only_there(name, opti
     pair = port_pair(HEAD, layer_class)
     assert_parity(pair, Example(2, 32, 3, 5, 0.5, 0))  # evaluation mode cannot see it
 
-    def one_step(pair, example):
-        assert_training_parity(pair, example, OPTIMIZERS[optimizer])
-
-    training = replace(
-        pair, strategy=pair.examples().filter(lambda e: e.batch * e.height * e.width >= 2)
-    )
-    counterexample(training, rejected_for, max_examples=25, shrink=False, check=one_step)
+    step = TrainingStep(optimizer)  # on the examples BatchNorm can train on
+    counterexample(pair, rejected_for, max_examples=25, shrink=False, procedure=step)
 
 
 def test_running_statistics_swapped_in_conversion_are_rejected_and_named():

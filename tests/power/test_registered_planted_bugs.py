@@ -4,11 +4,11 @@ wide margin, and the diagnosis names the bug it was planted as. A port that cras
 rejected here: it fails the test."""
 
 import pytest
-from hypothesis import Phase, given, settings
 
 from parity import registry
-from parity.assertions import ParityFailure, assert_parity, checker_for
+from parity.assertions import checker_for
 from parity.diagnose import diagnose
+from parity.driver import Budget, find_counterexample
 from parity.spec import with_port
 
 PLANTED = {
@@ -19,19 +19,15 @@ PLANTED = {
 
 
 def failing_report(pair):
-    """The report of the shrunk example the property fails on; None if it never fails.
-    Anything but a ParityFailure (a crash, a weight the port cannot hold) propagates."""
-
-    @settings(max_examples=50, database=None, deadline=None, phases=[Phase.generate, Phase.shrink])
-    @given(pair.examples())
-    def parity_property(example):
-        assert_parity(pair, example)
-
-    try:
-        parity_property()
-    except ParityFailure as failure:
-        return failure.report
-    return None
+    """The full check of the shrunk counterexample the driver finds; None if no example
+    fails. A port that fails without a wrong tensor (a crash, a weight it cannot hold)
+    fails the test."""
+    outcome = find_counterexample(checker_for(pair), budget=Budget(examples=50, seed=None))
+    if outcome.passed:
+        return None
+    rejected = outcome.counterexample is not None and outcome.error is None
+    assert rejected, f"{pair.name}: not rejected for a wrong tensor: {outcome.failure}"
+    return outcome.report
 
 
 @pytest.mark.filterwarnings("ignore:You are using a softmax over axis")
