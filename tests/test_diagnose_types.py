@@ -9,6 +9,7 @@ import math
 import pickle
 from dataclasses import replace
 
+import keras
 import pytest
 
 from parity import registry
@@ -174,3 +175,31 @@ def test_a_reworded_variant_is_still_named_by_its_key():
     assert best.hypothesis.key == "cam.softmax-over-rows"
     assert best.hypothesis.name == "renamed: softmax over the wrong axis"
     assert diagnosis.as_dict()["hypotheses"][0]["id"] == "cam.softmax-over-rows"
+
+
+class PAMBackwardAlwaysRaises(ports._PAM):
+    """A forward pass that is right on every shape, a backward pass that raises on every
+    shape (as the engine's own inputs did on a GPU, made on the CPU)."""
+
+    def combine(self, out, x):
+        @keras.ops.custom_gradient
+        def residual(out):
+            def grad(*args, upstream=None):
+                raise RuntimeError("no backward pass here")
+
+            return out, grad
+
+        return super().combine(residual(out), x)
+
+
+def test_a_crash_in_the_backward_pass_is_not_blamed_on_the_shape():
+    """The shape search reruns the procedure that crashed, gradients included: a forward
+    pass that runs on larger maps says nothing of a backward pass that never runs."""
+    checker = Checker(native(PAM, PAMBackwardAlwaysRaises))
+    example = Example(batch=1, channels=8, height=1, width=1, scale=1.0, seed=0)
+    checker.check(example, gradients=False)  # the forward pass runs
+    with pytest.raises(PortCrashed) as caught:
+        checker.check(example)
+    diagnosis = explain_error(checker, example, caught.value)
+    assert "H or W is 1" not in diagnosis.cause and "batch 1" not in diagnosis.cause
+    assert diagnosis.restates_error and "no backward pass here" in diagnosis.cause
