@@ -203,3 +203,29 @@ def test_a_crash_in_the_backward_pass_is_not_blamed_on_the_shape():
     diagnosis = explain_error(checker, example, caught.value)
     assert "H or W is 1" not in diagnosis.cause and "batch 1" not in diagnosis.cause
     assert diagnosis.restates_error and "no backward pass here" in diagnosis.cause
+
+
+class PAMBackwardInHalfPrecision(ports._PAM):
+    """The right forward pass; the backward pass carries its gradient through float16, as
+    a GPU's TF32 or half-precision kernels would: wrong at precision level, not in
+    structure."""
+
+    def combine(self, out, x):
+        @keras.ops.custom_gradient
+        def residual(out):
+            def grad(*args, upstream=None):
+                upstream = args[0] if upstream is None else upstream
+                return keras.ops.cast(keras.ops.cast(upstream, "float16"), upstream.dtype)
+
+            return out, grad
+
+        return super().combine(residual(out), x)
+
+
+def test_gradients_off_at_precision_level_are_not_called_a_bug_in_the_gradients():
+    checker = Checker(native(PAM, PAMBackwardInHalfPrecision))
+    report = checker.check(EXAMPLE)
+    assert not report.passed
+    assert all(c.passed for c in report.comparisons if c.name.startswith("output"))
+    cause = diagnose(checker, EXAMPLE).cause
+    assert cause.startswith("a precision-level deviation") and "TF32" in cause, cause
