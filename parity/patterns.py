@@ -15,8 +15,8 @@ PRECISION_LIMIT = 3e-2
 a structural bug moves outputs by a sizeable fraction of their scale."""
 
 TF32_LEVEL = 4e-3
-"""Gradients whose relative errors all stay below this (eight TF32 units, half a bfloat16
-unit) are off the way a backward pass in TF32 or float16 is, and not called a bug in the
+"""Gradients whose relative errors all stay below this (four TF32 epsilons, half a
+bfloat16 epsilon) are off the way a backward pass in TF32 or float16 is, and not called a bug in the
 gradients: the planted CAM with its gradient blocked is off by 0.029 at its smallest
 counterexample."""
 
@@ -52,8 +52,8 @@ def precision_level(report: ExampleReport) -> Finding | None:
         f"a precision-level deviation: errors {report.worst().ratio:.3g}x the float32 "
         f"reference's own, yet only {worst_relative:.2g} relative (about {bits:.0f} "
         "correct bits), far below a structural bug: arithmetic in a narrower type, TF32 "
-        "(eps 4.9e-4: a GPU's default for float32 convolutions in PyTorch and matmuls in "
-        "JAX) or half precision (float16 9.8e-4, bfloat16 7.8e-3), or a slightly scaled "
-        "softmax"
+        "(float16's 10 bits, eps 9.8e-4: a GPU's default for float32 convolutions in "
+        "PyTorch and matmuls in JAX) or half precision (float16 eps 9.8e-4, bfloat16 "
+        "7.8e-3), or a slightly scaled softmax"
     )
     return Finding(PRECISION_LEVEL, cause, True, math.nan)
