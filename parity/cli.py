@@ -24,9 +24,11 @@ from parity.frameworks import (
     enable_legacy_keras,
     fix_threads,
     keras_major,
+    strict_float32,
 )
 from parity.interrupts import INTERRUPTS
 from parity.quiet import import_keras_quietly
+from parity.registry import UnknownVariant
 from parity.sizes import TooLarge, check_fits
 from parity.writable import NotWritable, check_directory, check_file
 
@@ -96,6 +98,12 @@ def _bench_variants() -> dict[str, list[str]]:
         for n, d in registry.definitions().items()
         if d.bench is not None and d.bench.variants
     }
+
+
+def _size_variants() -> dict[str, list[str]]:
+    """The sizes ``parity check --variant`` checks, per pair that has some (danet: the
+    original network on each backbone)."""
+    return {n: [v.name for v in d.sizes] for n, d in registry.definitions().items() if d.sizes}
 
 
 def _modes(text: str) -> tuple[str, ...]:
@@ -178,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--seed", type=int, default=0, help="Hypothesis seed (0)")
     check.add_argument(
+        "--variant",
+        metavar="NAME",
+        help="check one module at another size instead: "
+        + "; ".join(f"{m}: {', '.join(v)}" for m, v in _size_variants().items())
+        + " (the original network, width 64: a few examples, tens of seconds each)",
+    )
+    check.add_argument(
         "--data-format",
         choices=["channels_last", "channels_first"],
         help="the layout your port reads and writes (default channels_last)",
@@ -202,6 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
         "keras.backend functions Keras 3 removed, Keras 2 module paths mean 2; 2 needs tf-keras)",
     )
     check.add_argument("--legacy-keras", action="store_true", help="the same as --keras 2")
+    check.add_argument(
+        "--no-tf32",
+        action="store_true",
+        help="on a GPU, float32 computed as float32: TF32 off in PyTorch and TensorFlow, "
+        "JAX's matmul precision 'highest' (with the libraries' defaults a faithful port "
+        "fails there)",
+    )
     bench = commands.add_parser(
         "bench",
         help="time and measure the Keras port against the PyTorch reference",
@@ -318,6 +340,13 @@ def validate_check(args) -> None:
         raise UsageError("give either --spec or module names, not both")
     modules = [] if args.spec else (args.modules or registry.names())
     _check_module_names(modules)
+    if args.variant is not None:
+        if len(args.modules) != 1:
+            raise UsageError("--variant checks one module at another size: name it")
+        try:
+            registry.definition(args.modules[0]).size_variant(args.variant)
+        except UnknownVariant as error:
+            raise UsageError(str(error)) from None
     if args.example is not None:
         for module in modules:
             _check_shape_fits(module, args.example.shape, "--example")
@@ -384,7 +413,10 @@ def _pairs(args) -> list:
         pairs = [pair]
     else:
         _check_module_names(args.modules)
-        pairs = [registry.pair(name) for name in (args.modules or registry.names())]
+        if args.variant is not None:
+            pairs = [registry.variant_pair(args.modules[0], args.variant)]
+        else:
+            pairs = [registry.pair(name) for name in (args.modules or registry.names())]
     if args.port is None:
         if args.weight_map or args.data_format or args.absent:
             raise UsageError(
@@ -429,14 +461,21 @@ def replay_command(args, module: str, example) -> str:
         data_format=args.data_format,
     )
     target = f"--spec {args.spec}" if args.spec else module
-    return command(target, example, flags=flags, train=args.train)
+    if args.variant is not None:
+        target += f" --variant {args.variant}"
+    if args.no_tf32:
+        flags += " --no-tf32"
+    return command(target, example, flags=flags.strip(), train=args.train)
 
 
 def _budget(pair, args):
     """The examples to run: --example alone, or a search of --examples from --seed."""
     from parity.driver import Budget, examples_for
 
-    return Budget(examples=examples_for(pair, args.examples), seed=args.seed, example=args.example)
+    requested = args.examples
+    if requested is None and args.variant is not None:
+        requested = registry.definition(pair.name).size_variant(args.variant).examples
+    return Budget(examples=examples_for(pair, requested), seed=args.seed, example=args.example)
 
 
 # -- printing one module's check -------------------------------------------------------------
@@ -707,6 +746,8 @@ def _main(argv: list[str] | None) -> int:
             return EXIT_USAGE
     if args.command == "bench":
         fix_threads(args.threads)
+    if args.command == "check" and args.no_tf32:
+        strict_float32()
     import_keras_quietly()
     if args.command == "convert":
         return run_convert(args)

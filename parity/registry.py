@@ -37,6 +37,19 @@ class UnknownPair(KeyError):
         return f"unknown module {self.name!r}; expected one of {self.known}"
 
 
+class UnknownVariant(KeyError):
+    """A size variant the pair does not have."""
+
+    def __init__(self, pair: str, name: str, known: list[str]):
+        super().__init__(name)
+        self.pair, self.name, self.known = pair, name, known
+
+    def __str__(self) -> str:
+        if not self.known:
+            return f"{self.pair} has no variants; --variant {self.name} does not apply"
+        return f"{self.pair} has no variant {self.name!r}; expected one of {self.known}"
+
+
 @dataclass(frozen=True)
 class BenchVariant:
     """One version of a pair that ``parity bench`` times beside the others at the same
@@ -94,6 +107,19 @@ class PlantedBug:
 
 
 @dataclass(frozen=True)
+class SizeVariant:
+    """A pair at another size that ``parity check MODULE --variant NAME`` checks (the whole
+    DANet at the original's width and depth): the property suite runs the pair at a size
+    whose examples cost seconds, this one costs more per example, so it has its own count.
+
+    ``build``: ``() -> ModulePair``, importing the frameworks; called once."""
+
+    name: str
+    build: Callable[[], Any]
+    examples: int
+
+
+@dataclass(frozen=True)
 class PairDefinition:
     """One bundled pair as the registry holds it.
 
@@ -111,6 +137,7 @@ class PairDefinition:
         examples: examples per property where one example costs seconds (the whole
             DANet): ``parity check``'s default for this pair, and the property suite runs
             the pair in a test of its own with this count; None: 100, the profile's.
+        sizes: ``SizeVariant`` s that ``parity check --variant`` checks instead.
     """
 
     name: str
@@ -123,6 +150,13 @@ class PairDefinition:
     bench: BenchSpec | None = None
     checkpoint: CheckpointSpec | None = None
     examples: int | None = None
+    sizes: tuple[SizeVariant, ...] = ()
+
+    def size_variant(self, name: str) -> SizeVariant:
+        for variant in self.sizes:
+            if variant.name == name:
+                return variant
+        raise UnknownVariant(self.name, name, [v.name for v in self.sizes])
 
     @property
     def pair(self):
@@ -164,6 +198,12 @@ def definition(name: str) -> PairDefinition:
 @cache
 def _built(name: str):
     return definition(name).build()
+
+
+@cache
+def variant_pair(name: str, variant: str):
+    """The ``ModulePair`` of ``name`` at its size ``variant`` (imports the frameworks)."""
+    return definition(name).size_variant(variant).build()
 
 
 def pair(name: str):

@@ -95,6 +95,18 @@ CASES = {
         ["bench", "danet", "--variant", "resnet152"],
         "unknown --variant 'resnet152'; expected one of ['resnet101', 'resnet50']",
     ),
+    "check a variant that does not exist": (
+        ["check", "danet", "--variant", "resnet152"],
+        "danet has no variant 'resnet152'; expected one of ['resnet50', 'resnet101']",
+    ),
+    "check a variant of a module without any": (
+        ["check", "pam", "--variant", "resnet50"],
+        "pam has no variants; --variant resnet50 does not apply",
+    ),
+    "check a variant of every module": (
+        ["check", "--variant", "resnet50"],
+        "--variant checks one module at another size: name it",
+    ),
     "bench a variant of a module without any": (
         ["bench", "pam", "--variant", "resnet50"],
         "--variant resnet50: none of the modules timed has variants",

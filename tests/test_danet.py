@@ -21,7 +21,6 @@ from impl_keras import resize_bilinear_align_corners
 from parity import registry
 from parity.assertions import assert_parity
 from parity.layout import export_state_dict, load_state_dict, nhwc_to_nchw
-from parity.pairs.danet import TEST_CLASSES
 from parity.properties import draw_example, property_settings
 from parity.spec import channels_first, random_parameters
 from parity.strategies import Example
@@ -199,15 +198,10 @@ def test_whole_model_outputs_match_reference(data):
 
 @pytest.mark.parametrize("backbone", ["resnet50", "resnet101"])
 def test_full_width_outputs(backbone):
-    """The original's widths and depths (2048 channels into the head), outputs only, on one
-    small input: the narrow network above stands for them everywhere else."""
-    from dataclasses import replace
-
-    full = replace(
-        DANET,
-        name=f"danet-{backbone}",
-        make_reference=lambda channels: DANet(TEST_CLASSES, backbone),
-        make_port=lambda channels: KerasDANet(TEST_CLASSES, backbone),
-    )
+    """The original's widths and depths (2048 channels into the head), as ``parity check
+    danet --variant`` checks them, outputs only, on one small input: the narrow network
+    above stands for them everywhere else."""
+    full = registry.variant_pair("danet", backbone)
     report = assert_parity(full, Example(1, 3, 17, 11, 1.0, 0), gradients=False)
     assert [c.name for c in report.comparisons] == ["output[0]", "output[1]", "output[2]"]
+    assert full.origin == f"--variant {backbone}"  # what a failure's replay line adds

@@ -14,7 +14,7 @@ from __future__ import annotations
 from functools import cache, partial
 
 from parity.layout import batch_norm_bindings, bindings_for, conv_bindings, prefixed
-from parity.registry import BenchSpec, BenchVariant, CheckpointSpec, PairDefinition
+from parity.registry import BenchSpec, BenchVariant, CheckpointSpec, PairDefinition, SizeVariant
 from parity.sizes import ModuleSize
 
 TEST_WIDTH = 2
@@ -289,6 +289,45 @@ BENCH = BenchSpec(
 """The original network (width 64, ResNet-50 and -101, 19 classes) at Cityscapes-like crops."""
 
 
+# -- the original network checked: `parity check danet --variant resnet50` -------------------
+
+FULL_EXAMPLES = 2
+"""Examples per full-width check: each costs tens of seconds on a CPU (the float64 and
+float32 references' gradients w.r.t. 47 or 66 million parameters, and the port's)."""
+FULL_MAX_SIDE = 25
+"""Sides up to 25 (feature maps up to 4x4): the width and depth are what this adds; the
+narrow network's properties draw the sides (to 41) and batches."""
+
+
+def _full_pair(backbone: str):
+    """The registered pair with the original network (width 64, 19 classes) in place of the
+    narrow one: the same bindings, weights and policy."""
+    from dataclasses import replace
+
+    from parity.registry import pair
+    from parity.strategies import examples
+
+    return replace(
+        pair("danet"),
+        make_reference=partial(_full_reference, backbone),
+        make_port=partial(_full_port, backbone),
+        strategy=examples(
+            min_channels=INPUT_CHANNELS,
+            max_channels=INPUT_CHANNELS,
+            max_batch=2,
+            max_side=FULL_MAX_SIDE,
+            min_scale=MIN_SCALE,
+        ),
+        origin=f"--variant {backbone}",
+    )
+
+
+SIZES = tuple(
+    SizeVariant(backbone, build=partial(_full_pair, backbone), examples=FULL_EXAMPLES)
+    for backbone in BACKBONES
+)
+
+
 PAIR = PairDefinition(
     name="danet",
     summary="the whole DANet (dilated ResNet, head, resize), narrow",
@@ -297,6 +336,7 @@ PAIR = PairDefinition(
     build=build,
     examples=EXAMPLES,
     bench=BENCH,
+    sizes=SIZES,
     checkpoint=CheckpointSpec(
         from_state=_sizes_from_state,
         from_keras=_sizes_from_keras,
