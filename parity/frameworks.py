@@ -265,3 +265,19 @@ def fix_threads(threads: int) -> None:
     for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = str(threads)
     os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+
+
+def strict_float32() -> None:
+    """Float32 computed as float32 on a GPU, where the libraries' defaults run convolutions
+    and matmuls in TF32 (float16's 10 mantissa bits: the bundled port failed the policy by
+    75-214x so on an H200): PyTorch's two switches off, ``NVIDIA_TF32_OVERRIDE=0`` for the
+    CUDA libraries TensorFlow loads, JAX's default matmul precision "highest" (read when JAX
+    is imported, so call this first). Nothing changes on a CPU."""
+    os.environ["NVIDIA_TF32_OVERRIDE"] = "0"
+    os.environ["JAX_DEFAULT_MATMUL_PRECISION"] = "highest"
+    if "jax" in sys.modules:
+        sys.modules["jax"].config.update("jax_default_matmul_precision", "highest")
+    import torch
+
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False

@@ -1,11 +1,16 @@
 """The ``parity`` command, run as a user runs it."""
 
+import os
 import subprocess
 import sys
 
 import pytest
+import torch
 
+from parity import cli
 from parity.cli import main
+from parity.frameworks import strict_float32
+from parity.strategies import Example
 
 
 def exit_status(argv) -> int:
@@ -28,6 +33,35 @@ def test_check_prints_a_table_per_module_and_passes(capsys):
 def test_replaying_one_example(capsys):
     assert main(["check", "cam", "--example", "2,17,3,1,0.05,7"]) == 0
     assert "cam: 1 example passed" in capsys.readouterr().out
+
+
+def test_no_tf32_is_set_before_the_check_and_kept_in_the_replay(monkeypatch, capsys):
+    """``--no-tf32`` switches TF32 off before Keras is imported, and a failure's replay line
+    says so (without it, a GPU replays with TF32 on: another computation)."""
+    calls = []
+    monkeypatch.setattr(cli, "strict_float32", lambda: calls.append("before keras"))
+    assert main(["check", "cam", "--example", "2,3,3,1,1.0,0", "--no-tf32"]) == 0
+    assert calls == ["before keras"]
+    args = cli.build_parser().parse_args(["check", "danet", "--variant", "resnet50", "--no-tf32"])
+    replay = cli.replay_command(args, "danet", Example(1, 3, 17, 11, 1.0, 0))
+    flags = "--variant resnet50 --no-tf32 --example 1,3,17,11,1.0,0"
+    assert replay.endswith(f"parity check danet {flags}")
+
+
+def test_strict_float32_sets_every_switch(monkeypatch):
+    monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "1")
+    monkeypatch.delenv("JAX_DEFAULT_MATMUL_PRECISION", raising=False)
+    monkeypatch.delitem(sys.modules, "jax", raising=False)  # this process' JAX left as it is
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        strict_float32()
+        assert not torch.backends.cudnn.allow_tf32
+        assert not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    assert os.environ["NVIDIA_TF32_OVERRIDE"] == "0"
+    assert os.environ["JAX_DEFAULT_MATMUL_PRECISION"] == "highest"
 
 
 @pytest.mark.parametrize(
