@@ -201,9 +201,19 @@ def find_counterexample(
     return outcome
 
 
+SLOW_SHRINK = "spent more than five minutes working to shrink"
+"""What Hypothesis says when it gives up shrinking (an example of the full-width DANet
+costs tens of seconds): said to the user as SHRINK_STOPPED, not as Hypothesis' plea."""
+SHRINK_STOPPED = (
+    "shrinking stopped at Hypothesis' five-minute limit: the counterexample is the smallest "
+    "found by then, not necessarily the smallest there is"
+)
+
+
 def _search(checker, procedure, budget, outcome, listener, before_each) -> None:
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hypothesis_seed
+    from hypothesis.reporting import with_reporter
 
     from parity.assertions import ParityFailure
     from parity.ports import PortError
@@ -263,13 +273,18 @@ def _search(checker, procedure, budget, outcome, listener, before_each) -> None:
 
     if budget.seed is not None:
         parity_property = hypothesis_seed(budget.seed)(parity_property)
+    said: list[str] = []  # Hypothesis' own reports: the command prints its own
     try:
-        parity_property()
+        with with_reporter(said.append):
+            parity_property()
     except ParityFailure as failure:
         outcome.counterexample = failure.report.example
     except PortError as error:
         example = next((e for e, raised_error in reversed(raised) if raised_error is error), None)
         outcome.fail(example, error)
+    finally:
+        if any(SLOW_SHRINK in str(text) for text in said) and SHRINK_STOPPED not in checker.notes:
+            checker.notes.append(SHRINK_STOPPED)
 
 
 def preflight(checker: Checker, outcome: Outcome) -> None:

@@ -240,6 +240,20 @@ class CAMAttentionUntransposed(_CAM):
         return ops.matmul(features, attention)
 
 
+class CAMTemperatureAfterWarmUp(_CAM):
+    """A softmax temperature that a hand-rolled schedule switches on after three calls,
+    counted in a Python attribute (state that is not a weight): a fresh port is exact on its
+    first example (the checker calls it three times for one), so a failure the search finds
+    on a reused port passes when checked alone. No counterexample may be printed for it:
+    its replay would pass."""
+
+    calls = 0
+
+    def attend(self, energy):
+        self.calls += 1
+        return super().attend(energy * (1.0 if self.calls <= 3 else 1.5))
+
+
 class CAMWithoutMaxMinus(_CAM):
     def attend(self, energy):
         return ops.softmax(energy, axis=-1)
