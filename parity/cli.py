@@ -397,47 +397,20 @@ VALIDATORS = {"check": validate_check, "bench": validate_bench, "convert": valid
 
 
 def _pairs(args) -> list:
-    from parity.ports import PortLoadError, import_target, load_factory
-    from parity.spec import ModulePair, with_port
-    from parity.weight_map import WeightMapError, read_weight_map
+    from parity.selection import Selection, SelectionError, select_pairs
 
-    if args.spec:
-        if args.modules:
-            raise UsageError("give either --spec or module names, not both")
-        try:
-            pair = import_target(args.spec, "--spec", "PAIR")
-        except PortLoadError as error:
-            raise UsageError(str(error)) from None
-        if not isinstance(pair, ModulePair):
-            raise UsageError(f"--spec {args.spec} is a {type(pair).__name__}, not a ModulePair")
-        pairs = [pair]
-    else:
-        _check_module_names(args.modules)
-        if args.variant is not None:
-            pairs = [registry.variant_pair(args.modules[0], args.variant)]
-        else:
-            pairs = [registry.pair(name) for name in (args.modules or registry.names())]
-    if args.port is None:
-        if args.weight_map or args.data_format or args.absent:
-            raise UsageError(
-                "--weight-map, --absent and --data-format describe a port: give --port too"
-            )
-        return pairs
-    if len(pairs) != 1:
-        raise UsageError("--port checks one module: name it (parity check MODULE --port ...)")
+    selection = Selection(
+        modules=tuple(args.modules),
+        spec=args.spec,
+        variant=args.variant,
+        port=args.port,
+        weight_map=args.weight_map,
+        absent=tuple(args.absent),
+        data_format=args.data_format,
+    )
     try:
-        factory = load_factory(args.port)
-        weight_map = read_weight_map(args.weight_map) if args.weight_map else None
-        return [
-            with_port(
-                pairs[0],
-                factory,
-                weight_map=weight_map,
-                data_format=args.data_format,
-                absent=tuple(args.absent),
-            )
-        ]
-    except (PortLoadError, WeightMapError) as error:
+        return select_pairs(selection)
+    except SelectionError as error:
         raise UsageError(str(error)) from None
 
 

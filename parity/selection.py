@@ -1,0 +1,95 @@
+"""Which pairs a check runs: registered modules by name (or one at a size variant), a pair
+of the user's own (``--spec MODULE:PAIR``), or a registered module against the user's port
+(its factory, weight map, declared-absent parameters and layout).
+
+One answer for the command and anyone scripting it; what cannot be selected is a
+``SelectionError`` whose message is the one line the command prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from parity import registry
+
+
+class SelectionError(ValueError):
+    """Arguments that select no pair (or more than the option allows)."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What ``parity check`` was asked to check (its arguments, framework-free)."""
+
+    modules: tuple[str, ...] = ()
+    spec: str | None = None
+    variant: str | None = None
+    port: str | None = None
+    weight_map: str | None = None
+    absent: tuple[str, ...] = ()
+    data_format: str | None = None
+
+
+def select_pairs(selection: Selection) -> list:
+    """The ``ModulePair`` s to check, in order (imports the frameworks)."""
+    pairs = [_spec_pair(selection)] if selection.spec else _registered(selection)
+    if selection.port is None:
+        if selection.weight_map or selection.data_format or selection.absent:
+            raise SelectionError(
+                "--weight-map, --absent and --data-format describe a port: give --port too"
+            )
+        return pairs
+    if len(pairs) != 1:
+        raise SelectionError("--port checks one module: name it (parity check MODULE --port ...)")
+    return [_with_users_port(pairs[0], selection)]
+
+
+def _spec_pair(selection: Selection):
+    from parity.ports import PortLoadError, import_target
+    from parity.spec import ModulePair
+
+    if selection.modules:
+        raise SelectionError("give either --spec or module names, not both")
+    try:
+        pair = import_target(selection.spec, "--spec", "PAIR")
+    except PortLoadError as error:
+        raise SelectionError(str(error)) from None
+    if not isinstance(pair, ModulePair):
+        raise SelectionError(
+            f"--spec {selection.spec} is a {type(pair).__name__}, not a ModulePair"
+        )
+    return pair
+
+
+def _registered(selection: Selection) -> list:
+    names = list(selection.modules) or registry.names()
+    unknown = [name for name in names if name not in registry.names()]
+    if unknown:
+        raise SelectionError(str(registry.UnknownPair(unknown[0], sorted(registry.names()))))
+    if selection.variant is None:
+        return [registry.pair(name) for name in names]
+    if len(selection.modules) != 1:
+        raise SelectionError("--variant checks one module at another size: name it")
+    try:
+        return [registry.variant_pair(names[0], selection.variant)]
+    except registry.UnknownVariant as error:
+        raise SelectionError(str(error)) from None
+
+
+def _with_users_port(pair, selection: Selection):
+    from parity.ports import PortLoadError, load_factory
+    from parity.spec import with_port
+    from parity.weight_map import WeightMapError, read_weight_map
+
+    try:
+        factory = load_factory(selection.port)
+        weight_map = read_weight_map(selection.weight_map) if selection.weight_map else None
+        return with_port(
+            pair,
+            factory,
+            weight_map=weight_map,
+            data_format=selection.data_format,
+            absent=selection.absent,
+        )
+    except (PortLoadError, WeightMapError) as error:
+        raise SelectionError(str(error)) from None
