@@ -135,9 +135,7 @@ def test_a_failure_that_does_not_replay_is_not_printed_as_a_counterexample(workd
     assert "Minimal counterexample:" not in out and "Replay:" not in out, out
 
 
-def test_a_shrink_cut_short_is_said_in_a_note_not_in_hypothesis_words(
-    monkeypatch, workdir, capsys
-):
+def test_a_shrink_cut_short_is_said_in_a_note_not_in_hypothesis_words(monkeypatch, workdir, capsys):
     """Hypothesis gives up shrinking after five minutes (a few steps of the full-width
     DANet): the user reads that the counterexample may not be minimal, not its plea."""
     from hypothesis.internal.conjecture import engine
