@@ -28,7 +28,7 @@ from parity.frameworks import (
 )
 from parity.interrupts import INTERRUPTS
 from parity.quiet import import_keras_quietly
-from parity.registry import UnknownVariant
+from parity.selection import SelectionError, check_names
 from parity.sizes import TooLarge, check_fits
 from parity.writable import NotWritable, check_directory, check_file
 
@@ -188,9 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--variant",
         metavar="NAME",
-        help="check one module at another size instead: "
-        + "; ".join(f"{m}: {', '.join(v)}" for m, v in _size_variants().items())
-        + " (the original network, width 64: a few examples, tens of seconds each)",
+        help="check one module at another size instead (a few examples, each slower): "
+        + "; ".join(f"{m}: {', '.join(v)}" for m, v in _size_variants().items()),
     )
     check.add_argument(
         "--data-format",
@@ -339,14 +338,10 @@ def validate_check(args) -> None:
     if args.spec and args.modules:
         raise UsageError("give either --spec or module names, not both")
     modules = [] if args.spec else (args.modules or registry.names())
-    _check_module_names(modules)
-    if args.variant is not None:
-        if len(args.modules) != 1:
-            raise UsageError("--variant checks one module at another size: name it")
-        try:
-            registry.definition(args.modules[0]).size_variant(args.variant)
-        except UnknownVariant as error:
-            raise UsageError(str(error)) from None
+    try:
+        check_names(tuple(args.modules), args.variant)
+    except SelectionError as error:
+        raise UsageError(str(error)) from None
     if args.example is not None:
         for module in modules:
             _check_shape_fits(module, args.example.shape, "--example")
@@ -397,7 +392,7 @@ VALIDATORS = {"check": validate_check, "bench": validate_bench, "convert": valid
 
 
 def _pairs(args) -> list:
-    from parity.selection import Selection, SelectionError, select_pairs
+    from parity.selection import Selection, select_pairs
 
     selection = Selection(
         modules=tuple(args.modules),

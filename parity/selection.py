@@ -61,19 +61,27 @@ def _spec_pair(selection: Selection):
     return pair
 
 
-def _registered(selection: Selection) -> list:
-    names = list(selection.modules) or registry.names()
-    unknown = [name for name in names if name not in registry.names()]
+def check_names(modules: tuple[str, ...], variant: str | None = None) -> None:
+    """Registered module names, and a size variant one of them has: checked without
+    importing a framework (the command answers a typo at once)."""
+    unknown = [name for name in modules if name not in registry.names()]
     if unknown:
         raise SelectionError(str(registry.UnknownPair(unknown[0], sorted(registry.names()))))
-    if selection.variant is None:
-        return [registry.pair(name) for name in names]
-    if len(selection.modules) != 1:
+    if variant is None:
+        return
+    if len(modules) != 1:
         raise SelectionError("--variant checks one module at another size: name it")
     try:
-        return [registry.variant_pair(names[0], selection.variant)]
+        registry.definition(modules[0]).size_variant(variant)
     except registry.UnknownVariant as error:
         raise SelectionError(str(error)) from None
+
+
+def _registered(selection: Selection) -> list:
+    check_names(selection.modules, selection.variant)
+    if selection.variant is not None:
+        return [registry.variant_pair(selection.modules[0], selection.variant)]
+    return [registry.pair(name) for name in selection.modules or registry.names()]
 
 
 def _with_users_port(pair, selection: Selection):
