@@ -123,24 +123,25 @@ def torch_runs(module: str, shape: tuple, variant_name: str = ""):
 def keras_runs(
     module: str, shape: tuple, mode: str, chunk_size: int | None = None, variant_name: str = ""
 ):
-    from parity import autodiff
+    from parity.framework import port_framework
 
+    framework = port_framework()
     b, c, h, w = shape
     layer = (
         _lean_pam_layer(chunk_size) if chunk_size else variant(module, variant_name).make_port(c)
     )
     x = np.random.default_rng(0).standard_normal((b, h, w, c)).astype("float32")
-    outputs = autodiff.forward(layer, x)
+    outputs = framework.forward(layer, x, "eager")
     cotangents = [
         np.random.default_rng(1).standard_normal(y.shape).astype("float32") for y in outputs
     ]
     variables = list(layer.trainable_variables)
 
     def forward():
-        autodiff.forward(layer, x, mode)
+        framework.forward(layer, x, mode)
 
     def forward_backward():
-        autodiff.vjp(layer, x, cotangents, variables, mode)
+        framework.vjp(layer, x, cotangents, variables, mode)
 
     return forward, forward_backward
 

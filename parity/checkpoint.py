@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from parity import registry
+from parity.framework import port_framework
 from parity.layout import (
     StateDictMismatchError,
     bindings_for,
@@ -171,17 +172,9 @@ def _layer_for_state(module, state, prefix, path):
     return keras_layer(module, **sizes), sizes
 
 
-def _model(layer):
-    """The one-layer functional model whose .weights.h5 layout the files use."""
-    import keras
-
-    inputs = keras.Input(shape=(None, None, layer.input_spec.axes[-1]))
-    return keras.Model(inputs, layer(inputs))
-
-
 def load_keras_weights(layer, path: str | Path):
     """Load a ``.weights.h5`` written by ``parity convert`` into a built bundled layer."""
-    _model(layer).load_weights(str(path))
+    port_framework().load_weights(layer, str(path))
     return layer
 
 
@@ -262,7 +255,7 @@ def torch_to_keras(
         bindings = load_state_dict(layer, state, prefix=prefix, ignore=patterns)
     except StateDictMismatchError as error:
         raise CheckpointError(f"{error} (pass --ignore KEY to leave a key out)") from None
-    _atomic(target, KERAS_SUFFIX, lambda path: _model(layer).save_weights(path))
+    _atomic(target, KERAS_SUFFIX, lambda path: port_framework().save_weights(layer, path))
     conversion = Conversion(
         rows=_rows(bindings, state, prefix),
         ignored=sorted(

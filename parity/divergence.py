@@ -19,10 +19,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from parity import autodiff
 from parity.compare import TensorComparison, compare
 from parity.engine import Checker, Results, judge
 from parity.error_bound import RunningErrorBound
+from parity.framework import port_framework
 from parity.layout import from_data_format, load_state_dict, to_data_format
 from parity.ports import PortCrashed, describe_error
 from parity.strategies import Example
@@ -142,38 +142,6 @@ def _recording_reference(
             handle.remove()
 
 
-@contextmanager
-def _recording_port(layers: dict[str, object], into: dict):
-    """Each Keras layer's ``call`` wrapped to keep its output (eager only)."""
-    from keras.ops import convert_to_numpy
-
-    originals = {}
-    try:
-        for path, layer in layers.items():
-            original = layer.call
-
-            def call(*args, _original=original, _path=path, **kwargs):
-                output = _original(*args, **kwargs)
-                into.setdefault(_path, convert_to_numpy(_first_tensor(output)))
-                return output
-
-            originals[path] = original
-            layer.call = call
-        yield
-    finally:
-        for path, original in originals.items():
-            layers[path].call = original
-
-
-def _owners(root) -> dict[int, object]:
-    """The Keras layer that directly holds each variable (by id)."""
-    owners = {}
-    for layer in root._flatten_layers(include_self=True):
-        for variable in [*layer._trainable_variables, *layer._non_trainable_variables]:
-            owners[id(variable)] = layer
-    return owners
-
-
 def _common_parent(paths: list[str]) -> str:
     parts = [p.split(".") for p in paths]
     common = []
@@ -188,7 +156,7 @@ def matched_modules(bindings, port_layer) -> dict[str, object]:
     """Reference module path -> the Keras layer that holds its parameters. Several reference
     modules held by one layer (a fused convolution and BatchNorm) are matched as their
     common parent."""
-    owners = _owners(port_layer)
+    owners = port_framework().owners(port_layer)
     modules_of: dict[int, list[str]] = {}
     layer_of: dict[int, object] = {}
     for binding in bindings:
@@ -245,8 +213,9 @@ def locate(checker: Checker, example: Example) -> Divergence:
     reference = as_numpy(reference_outputs(checker.reference_dtype))
     recorded: dict[str, np.ndarray] = {}
     try:
-        with _recording_port(layers, recorded):
-            recorded[""] = autodiff.forward(instance.layer, x, "eager")[0]  # the first output
+        with checker.framework.recording_outputs(layers, recorded):
+            # the first output
+            recorded[""] = checker.framework.forward(instance.layer, x, "eager")[0]
     except Exception as error:  # the port's own failure, typed as the engine types it
         raise PortCrashed(
             f"the port raised {type(error).__name__} on input of shape {x.shape}: "

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from parity import autodiff
 from parity.compare import DEFAULT_POLICY, TensorComparison, TolerancePolicy, compare
 from parity.error_bound import NoErrorRule, RunningErrorBound
+from parity.framework import as_tuple, port_framework
 from parity.layout import Binding, from_data_format, load_state_dict, to_data_format
 from parity.ports import (
     MissingOutputs,
@@ -121,8 +120,9 @@ class Checker:
         mode: str | None = None,
         precision: str = "float32",
     ):
-        mode = mode or autodiff.default_mode()
-        autodiff.check_mode(mode)
+        self.framework = port_framework()
+        mode = mode or self.framework.default_mode()
+        self.framework.check_mode(mode)
         if precision not in PRECISIONS:
             raise ValueError(
                 f"Expected one of {set(PRECISIONS)}. Received: precision={precision!r}"
@@ -183,7 +183,7 @@ class Checker:
         module.load_state_dict({k: torch.from_numpy(v) for k, v in data.state.items()})
         x = torch.from_numpy(data.x).to(dtype).requires_grad_(gradients)
         with torch.set_grad_enabled(gradients):
-            outputs = autodiff.as_tuple(module(x) if forward is None else forward(module, x))
+            outputs = as_tuple(module(x) if forward is None else forward(module, x))
         results = _named_outputs(outputs, lambda y: y.detach())
         if gradients:
             params = dict(module.named_parameters())
@@ -209,7 +209,7 @@ class Checker:
         shape_key = (channels, *x.shape)
         if shape_key in self._function_ports:
             return self._function_ports[shape_key]
-        with _dtype_policy(PRECISIONS[self.precision]):
+        with self.framework.dtype_policy(PRECISIONS[self.precision]):
             instance = instantiate(self.pair.make_port, channels, x)
         if instance.from_function or self.one_instance_per_shape:
             self._function_ports[shape_key] = instance
@@ -253,7 +253,7 @@ class Checker:
         x, instance, bindings, trained = self.loaded_port(example, data, bindings)
         try:
             if not gradients:
-                outputs = autodiff.forward(instance.layer, x, self.mode)
+                outputs = self.framework.forward(instance.layer, x, self.mode)
                 return _named_outputs(outputs, lambda y: from_data_format(y, fmt))
 
             def cotangents(outputs):
@@ -262,7 +262,7 @@ class Checker:
                 ]
                 return [to_data_format(c, fmt) for c in data.cotangents(shapes)]
 
-            outputs, grad_x, grads = autodiff.vjp(
+            outputs, grad_x, grads = self.framework.vjp(
                 instance.layer, x, cotangents, [b.variable for b in trained], self.mode
             )
         except PortError:
@@ -413,19 +413,6 @@ def judge(
     with contextlib.suppress(NoErrorRule):
         floor["deviations"] = deviations()
     return compare(truth, reference, port, policy, **floor), floor
-
-
-@contextmanager
-def _dtype_policy(name: str):
-    """Keras' global dtype policy set to ``name`` while a port is built."""
-    import keras
-
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def check_shapes(truth: Results, port: Results, data_format: str) -> None:

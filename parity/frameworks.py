@@ -3,7 +3,9 @@
 tf.keras 2 lives on as the ``tf-keras`` package, and TensorFlow hands it out as ``tf.keras``
 only when ``TF_USE_LEGACY_KERAS=1`` is set before TensorFlow is imported. Its layers are not
 Keras 3 layers, and its weights are plain ``tf.Variable`` s named without their layer. The
-helpers here let the rest of the engine treat both alike.
+helpers here decide which one a port needs and make ``import keras`` give it tf.keras 2;
+they import neither (the command decides on legacy mode before TensorFlow loads). Each
+is run by its implementation of ``parity.framework``.
 """
 
 from __future__ import annotations
@@ -52,41 +54,10 @@ def legacy_keras_enabled() -> bool:
     return os.environ.get(LEGACY_ENV, "").lower() in ("1", "true", "yes")
 
 
-def port_keras():
-    """The Keras a port is written against: tf.keras 2 in legacy mode, else Keras 3."""
-    if legacy_keras_enabled():
-        import tf_keras
-
-        return tf_keras
-    import keras
-
-    return keras
-
-
-def layer_classes() -> tuple[type, ...]:
-    import keras
-
-    classes = [keras.layers.Layer]
-    if legacy_keras_enabled():
-        classes.append(port_keras().layers.Layer)
-    return tuple(classes)
-
-
-def is_layer(obj) -> bool:
-    return isinstance(obj, layer_classes())
-
-
 def variable_path(variable) -> str:
     """Keras 3's path ('pam/query_conv/kernel'), or a tf.Variable's name without ':0'."""
     path = getattr(variable, "path", None)
     return path if isinstance(path, str) else variable.name.removesuffix(":0")
-
-
-def tf_variable(variable):
-    """The tf.Variable behind a weight (Keras 3 on TensorFlow wraps one)."""
-    import tensorflow as tf
-
-    return variable if isinstance(variable, tf.Variable) else variable.value
 
 
 def numpy_dtype(variable):

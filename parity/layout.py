@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from parity.frameworks import numpy_dtype, variable_path
+from parity.framework import port_framework
+from parity.frameworks import variable_path
 
 
 class StateDictMismatchError(ValueError):
@@ -242,9 +243,11 @@ def load_state_dict(
             f"state_dict does not fit layer {layer.name!r} ({type(layer).__name__}): "
             + "; ".join(problems)
         )
+    framework = port_framework()
     for binding in bindings:
-        value = binding.layout.to_keras(arrays[prefix + binding.torch_key])
-        binding.variable.assign(np.asarray(value, dtype=numpy_dtype(binding.variable)))
+        framework.assign(
+            binding.variable, binding.layout.to_keras(arrays[prefix + binding.torch_key])
+        )
     return bindings
 
 

@@ -104,9 +104,9 @@ def pytest_report_header(config):
     tensorflow = _installed("tensorflow") or _installed("tensorflow-cpu")
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     if port is not None:
-        import keras
+        from parity.framework import port_framework
 
-        backend = keras.backend.backend()
+        backend = port_framework().backend
     return [
         f"danet-parity {_installed('danet-parity')}: port under test: "
         + (port or "none given (--parity-port; the bundled ports where a suite runs them)"),

@@ -31,8 +31,10 @@ def native_stderr_silenced():
 
 
 def import_keras_quietly():
+    """The port's framework (``parity.framework``), imported with its log lines silenced."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    from parity.framework import port_framework
+
     with native_stderr_silenced():
-        import keras
-    return keras
+        return port_framework()

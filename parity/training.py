@@ -13,15 +13,12 @@ frameworks, and with them off the check is exact for everything else.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import keras
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 -- PyTorch's convention
 
-from parity import autodiff
 from parity.engine import Checker, ExampleReport, check_shapes, judge
 from parity.error_bound import RunningErrorBound
 from parity.layout import from_data_format
@@ -39,33 +36,24 @@ ADAM_BETAS = (0.9, 0.999)
 
 @dataclass(frozen=True)
 class Optimizer:
-    """One optimizer, as each framework spells it.
-
-    Keras' Adam adds epsilon to sqrt(v) before the bias correction, PyTorch's after it; the
-    Keras epsilon below, eps * sqrt(1 - beta2), makes the first step identical (later
-    steps drift apart by design of the two libraries, not by a port bug).
-    """
+    """One optimizer, in PyTorch's terms; the port's framework spells it its own way (Keras'
+    Adam adds epsilon before the bias correction: see ``keras_framework``)."""
 
     name: str
     learning_rate: float
+    momentum: float = 0.9  # SGD
+    betas: tuple[float, float] = ADAM_BETAS
+    epsilon: float = ADAM_EPSILON
 
     def torch(self, parameters):
         # foreach=False: one parameter at a time, in the plain operations the running
         # error bound has rules for (the same arithmetic as the fused multi-tensor kernels).
         if self.name == "sgd":
-            return torch.optim.SGD(parameters, lr=self.learning_rate, momentum=0.9, foreach=False)
+            return torch.optim.SGD(
+                parameters, lr=self.learning_rate, momentum=self.momentum, foreach=False
+            )
         return torch.optim.Adam(
-            parameters, lr=self.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPSILON, foreach=False
-        )
-
-    def keras(self):
-        if self.name == "sgd":
-            return keras.optimizers.SGD(learning_rate=self.learning_rate, momentum=0.9)
-        return keras.optimizers.Adam(
-            learning_rate=self.learning_rate,
-            beta_1=ADAM_BETAS[0],
-            beta_2=ADAM_BETAS[1],
-            epsilon=ADAM_EPSILON * math.sqrt(1.0 - ADAM_BETAS[1]),
+            parameters, lr=self.learning_rate, betas=self.betas, eps=self.epsilon, foreach=False
         )
 
 
@@ -89,14 +77,6 @@ def _dropout_off(module: torch.nn.Module):
     for child in module.modules():
         if isinstance(child, torch.nn.modules.dropout._DropoutNd):
             child.eval()
-
-
-def _keras_dropouts(layer) -> list:
-    return [
-        sub
-        for sub in layer._flatten_layers(include_self=False)
-        if isinstance(sub, keras.layers.Dropout) or type(sub).__name__.startswith("SpatialDropout")
-    ]
 
 
 class TrainingChecker:
@@ -147,39 +127,27 @@ class TrainingChecker:
     def run_port(self, example, data, optimizer: Optimizer):
         fmt = self.pair.data_format
         x, instance, bindings, trained = self.checker.loaded_port(example, data)
-        dropouts = _keras_dropouts(instance.layer)
-        rates = [d.rate for d in dropouts]
-        for dropout in dropouts:
-            dropout.rate = 0.0
+        framework = self.checker.framework
 
-        def loss_of(outputs):
-            shapes = [from_data_format(np.empty(y.shape, np.float32), fmt).shape for y in outputs]
-            targets = _targets(example, shapes)
-            logits = [
-                y if fmt == "channels_last" else keras.ops.moveaxis(y, 1, -1) for y in outputs
-            ]
-            return sum(
-                keras.ops.mean(keras.losses.sparse_categorical_crossentropy(t, y, from_logits=True))
-                for y, t in zip(logits, targets, strict=True)
-            )
+        def targets(shapes):  # the port's output shapes
+            nchw = [from_data_format(np.empty(shape, np.float32), fmt).shape for shape in shapes]
+            return _targets(example, nchw)
 
         try:
-            outputs, loss = autodiff.train_step(
-                instance.layer, x, loss_of, [b.variable for b in trained], optimizer.keras()
-            )
+            with framework.dropout_off(instance.layer):
+                outputs, loss = framework.train_step(
+                    instance.layer, x, targets, fmt, [b.variable for b in trained], optimizer
+                )
         except Exception as error:  # a crashing port fails, with its shape
             raise PortCrashed(
                 f"the port raised {type(error).__name__} in a training step on input of shape "
                 f"{x.shape}: {error}",
                 input_shape=x.shape,
             ) from error
-        finally:
-            for dropout, rate in zip(dropouts, rates, strict=True):
-                dropout.rate = rate
         results = {f"output[{i}]": from_data_format(y, fmt) for i, y in enumerate(outputs)}
         results["loss"] = np.asarray([loss])
         for binding in bindings:
-            value = keras.ops.convert_to_numpy(binding.variable)
+            value = framework.to_numpy(binding.variable)
             results[f"after[{binding.torch_key}]"] = binding.layout.to_torch(value)
         return results
 

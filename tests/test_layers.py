@@ -10,7 +10,7 @@ from keras.ops import convert_to_numpy as to_numpy
 
 from impl_keras import ChannelAttention, DANetHead, PositionAttention
 from impl_keras.attention import _PointwiseConv
-from parity import autodiff
+from parity.framework import as_tuple
 from parity.layout import load_state_dict, nchw_to_nhwc, nhwc_to_nchw
 from reference_torch import CAM_Module, PAM_Module
 
@@ -192,5 +192,5 @@ def test_weights_file_round_trip_keeps_outputs(make, tmp_path):
     loaded, _ = model()
     loaded.load_weights(tmp_path / "m.weights.h5")
     x = np.random.default_rng(4).standard_normal((2, 5, 3, 32)).astype("float32")
-    for a, b in zip(autodiff.as_tuple(saved(x)), autodiff.as_tuple(loaded(x)), strict=True):
+    for a, b in zip(as_tuple(saved(x)), as_tuple(loaded(x)), strict=True):
         np.testing.assert_array_equal(to_numpy(a), to_numpy(b))

@@ -12,14 +12,14 @@ from keras.ops import convert_to_numpy as to_numpy
 
 import parity.strategies as pst
 from impl_keras import ChannelAttention, DANetHead, PositionAttention
-from parity import autodiff
 from parity.assertions import assert_report
 from parity.engine import Checker
+from parity.framework import as_tuple, port_framework
 from parity.pairs.pam import chunked
 from parity.spec import CAM, HEAD, PAM
 from parity.strategies import Example
 
-MODES = autodiff.MODES[keras.backend.backend()]
+MODES = port_framework().modes
 
 # A few shapes, odd ones included: a compiled mode retraces (XLA recompiles) per shape, so
 # the examples spend their time on scales, weights and modes rather than on compiling.
@@ -68,7 +68,7 @@ def test_compiled_model_serves_several_shapes_like_eager(make):
     model.compile(jit_compile=keras.backend.backend() != "torch")
     for shape in [(1, 3, 5, 32), (3, 6, 2, 32), (2, 1, 1, 32), (3, 6, 2, 32)]:
         x = np.random.default_rng(1).standard_normal(shape).astype("float32")
-        compiled = autodiff.as_tuple(model.predict(x, verbose=0))
-        eager = autodiff.as_tuple(layer(x))
+        compiled = as_tuple(model.predict(x, verbose=0))
+        eager = as_tuple(layer(x))
         for a, b in zip(compiled, eager, strict=True):
             np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-4, atol=1e-5)

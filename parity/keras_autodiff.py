@@ -1,4 +1,5 @@
-"""Outputs and vector-Jacobian products of a Keras port, through the backend's own autodiff.
+"""Outputs, vector-Jacobian products and training steps of a Keras port, through the
+backend's own autodiff (the Keras side of ``parity.framework``).
 
 TensorFlow: ``tf.GradientTape``; JAX: ``jax.vjp`` over ``Layer.stateless_call``; PyTorch:
 ``torch.autograd``. ``mode`` picks how the port runs: ``eager`` everywhere, ``function``
@@ -13,6 +14,8 @@ from collections.abc import Callable, Sequence
 import keras
 import numpy as np
 
+from parity.framework import as_tuple
+
 MODES = {
     "tensorflow": ("eager", "function", "xla"),
     "jax": ("eager", "jit"),
@@ -20,27 +23,8 @@ MODES = {
 }
 
 
-def as_tuple(outputs) -> tuple:
-    return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
-
-
 def _numpy(value) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(value))
-
-
-def default_mode() -> str:
-    """``jit`` on JAX (eager JAX retraces every operation: ~1.6 s an example against ~0.4 s
-    compiled, measured on PAM); ``eager`` elsewhere."""
-    return "jit" if keras.backend.backend() == "jax" else "eager"
-
-
-def check_mode(mode: str) -> None:
-    backend = keras.backend.backend()
-    if mode not in MODES.get(backend, ("eager",)):
-        raise ValueError(
-            f"Expected one of {MODES.get(backend, ('eager',))} on the {backend} backend. "
-            f"Received: mode={mode!r}"
-        )
 
 
 def _compiled(layer, key, build):
@@ -129,10 +113,15 @@ def _zeros_for_missing(grads, like):
     ]
 
 
-def _vjp_tensorflow(layer, x, cotangents, variables, mode):
+def tf_variable(variable):
+    """The tf.Variable behind a weight (Keras 3 on TensorFlow wraps one; tf.keras 2's is one)."""
     import tensorflow as tf
 
-    from parity.frameworks import tf_variable
+    return variable if isinstance(variable, tf.Variable) else variable.value
+
+
+def _vjp_tensorflow(layer, x, cotangents, variables, mode):
+    import tensorflow as tf
 
     watched = [tf_variable(v) for v in variables]
 

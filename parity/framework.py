@@ -1,0 +1,108 @@
+"""The seam between the engine and the framework a port is written in.
+
+The engine (``engine``, ``training``, ``divergence``, ``checkpoint``, ``layout``) asks the
+port's framework for the few things it needs: build a port and record its weights, list
+and assign weights, run it (forward and vector-Jacobian product, eager or compiled), make
+one training step. It never imports Keras, TensorFlow or JAX itself (``tests/
+test_framework_seam.py`` holds it to that). Implementations: ``keras_framework`` (Keras 3,
+every backend) and ``tf_keras_framework`` (tf.keras 2, for ports written against Keras 2).
+The PyTorch reference runs in ``torch`` directly: its error bounds and simulated rounding
+(``error_bound``, ``rounding``) instrument PyTorch's own operations.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from parity.frameworks import legacy_keras_enabled
+
+if TYPE_CHECKING:
+    from parity.ports import PortInstance
+
+Cotangents = Callable[[tuple], Sequence[np.ndarray]] | Sequence[np.ndarray]
+
+
+@runtime_checkable
+class Framework(Protocol):
+    """What the engine needs from the framework of a port. Arrays cross the seam as NumPy,
+    in the port's own layout; weights are the framework's variables, handed back as given."""
+
+    name: str  # 'keras 3 (tensorflow)', for messages
+    backend: str  # where the port's tensors live: 'tensorflow', 'jax' or 'torch'
+    modes: tuple[str, ...]  # how it can run a port: 'eager' first
+
+    def default_mode(self) -> str: ...
+
+    def check_mode(self, mode: str) -> None:
+        """Raises ValueError for a mode this framework cannot run."""
+
+    def build(self, factory: Callable, channels: int, x: np.ndarray) -> PortInstance:
+        """``factory(channels)`` built on an input like ``x``, its weights recorded in the
+        order they were created (raises PortLoadError, PortCrashed or WeightsNotHeld)."""
+
+    def weights(self, layer) -> list:
+        """Every weight the layer tracks."""
+
+    def assign(self, variable, value: np.ndarray) -> None: ...
+
+    def to_numpy(self, value) -> np.ndarray:
+        """A tensor or a weight as a NumPy array."""
+
+    def forward(self, layer, x: np.ndarray, mode: str) -> tuple[np.ndarray, ...]:
+        """The outputs on ``x`` (inference)."""
+
+    def vjp(
+        self, layer, x: np.ndarray, cotangents: Cotangents, variables: Sequence, mode: str
+    ) -> tuple[tuple[np.ndarray, ...], np.ndarray, list[np.ndarray]]:
+        """Outputs, and the gradients of sum(output * cotangent) w.r.t. ``x`` and
+        ``variables``; ``cotangents`` may be a function of the outputs."""
+
+    def train_step(
+        self,
+        layer,
+        x: np.ndarray,
+        targets: Callable[[list[tuple[int, ...]]], list[np.ndarray]],
+        data_format: str,
+        variables: Sequence,
+        optimizer: Any,
+    ) -> tuple[tuple[np.ndarray, ...], float]:
+        """One step in training mode on the summed pixel-wise cross-entropy of the outputs
+        against ``targets(output shapes)``, by ``optimizer`` (``training.Optimizer``).
+        Returns (outputs, loss)."""
+
+    def dtype_policy(self, name: str) -> AbstractContextManager:
+        """Ports built inside it compute in ``name`` ('mixed_float16', ...)."""
+
+    def dropout_off(self, layer) -> AbstractContextManager:
+        """The layer's dropout disabled inside it (masks cannot match across frameworks)."""
+
+    def owners(self, layer) -> dict[int, Any]:
+        """id(weight) -> the sub-layer (or the layer itself) that holds it."""
+
+    def recording_outputs(self, layers: dict[str, Any], into: dict) -> AbstractContextManager:
+        """Each of ``layers`` (path -> sub-layer) keeps its first output, as NumPy, in
+        ``into[path]`` while inside it (eager runs only)."""
+
+    def save_weights(self, layer, path: str) -> None: ...
+
+    def load_weights(self, layer, path: str) -> None: ...
+
+
+_IMPLEMENTATIONS = {False: "parity.keras_framework", True: "parity.tf_keras_framework"}
+
+
+def port_framework() -> Framework:
+    """The framework ports are built in now: tf.keras 2 in legacy mode, else Keras 3 on
+    its configured backend. Imported on first use: the command decides on legacy mode
+    before any framework loads."""
+    return importlib.import_module(_IMPLEMENTATIONS[legacy_keras_enabled()]).FRAMEWORK
+
+
+def as_tuple(outputs) -> tuple:
+    """One output or several, as a tuple (either side of the seam)."""
+    return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
