@@ -117,6 +117,20 @@ def make_port(channels: int):
     return DANet(TEST_CLASSES, "resnet50", width=TEST_WIDTH, blocks=TEST_BLOCKS)
 
 
+def _images(max_side: int):
+    """Examples of RGB images: batch 1 or 2, sides from 1 to ``max_side`` (odd ones too:
+    how the strided layers round is checked), scales from MIN_SCALE."""
+    from parity.strategies import examples
+
+    return examples(
+        min_channels=INPUT_CHANNELS,
+        max_channels=INPUT_CHANNELS,
+        max_batch=2,
+        max_side=max_side,
+        min_scale=MIN_SCALE,
+    )
+
+
 def _check_input_channels(channels: int) -> None:
     if channels != INPUT_CHANNELS:
         raise ValueError(
@@ -130,7 +144,6 @@ def build():
     from parity.layout import register_bindings
     from parity.registry import pair
     from parity.spec import ModulePair
-    from parity.strategies import examples
 
     pair("head")  # the head's bindings, registered
     register_bindings(KerasDilatedResNet)(resnet_bindings)
@@ -142,13 +155,7 @@ def build():
         min_channels=INPUT_CHANNELS,
         max_channels=INPUT_CHANNELS,
         randomize=signal_preserving_parameters,
-        strategy=examples(
-            min_channels=INPUT_CHANNELS,
-            max_channels=INPUT_CHANNELS,
-            max_batch=2,
-            max_side=MAX_SIDE,
-            min_scale=MIN_SCALE,
-        ),
+        strategy=_images(MAX_SIDE),
         ignore=("*num_batches_tracked",),
     )
 
@@ -305,19 +312,12 @@ def _full_pair(backbone: str):
     from dataclasses import replace
 
     from parity.registry import pair
-    from parity.strategies import examples
 
     return replace(
         pair("danet"),
         make_reference=partial(_full_reference, backbone),
         make_port=partial(_full_port, backbone),
-        strategy=examples(
-            min_channels=INPUT_CHANNELS,
-            max_channels=INPUT_CHANNELS,
-            max_batch=2,
-            max_side=FULL_MAX_SIDE,
-            min_scale=MIN_SCALE,
-        ),
+        strategy=_images(FULL_MAX_SIDE),
         origin=f"--variant {backbone}",
     )
 
