@@ -76,7 +76,9 @@ def test_bench_command_times_every_implementation_of_every_module(tmp_path):
         for shape in shapes
         for implementation in implementations
     }
-    assert all(r["forward_ms"] > 0 and r["backward_ms"] > r["forward_ms"] / 10 for r in rows)
+    # Timed, nothing more: one run on a shared machine can stall for seconds (a forward
+    # pass at 10x the forward+backward one failed a loaded CI run), so no ratio is asserted.
+    assert all(r["forward_ms"] > 0 and r["backward_ms"] > 0 for r in rows)
     assert plot.stat().st_size > 0
 
     # Each implementation timed in runs of its own: no two share a time.
