@@ -12,20 +12,17 @@ that has some.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 
 import numpy as np
-import torch
 
 from parity.compare import TensorComparison, compare
 from parity.engine import Checker, Results, judge
-from parity.error_bound import RunningErrorBound
 from parity.framework import port_framework
 from parity.layout import from_data_format, load_state_dict, to_data_format
 from parity.ports import PortCrashed, describe_error
 from parity.strategies import Example
+from parity.torch_reference import describe_module
 from parity.traps import Trap, traps_for
 
 WITHIN = 3.0
@@ -80,68 +77,6 @@ class Divergence:
         )
 
 
-def describe_module(module: torch.nn.Module) -> str:
-    """A module as a reader of the original code knows it: its type and what sets its
-    geometry (kernel, stride, dilation, padding) or numerics (BatchNorm's epsilon)."""
-    kind = type(module).__name__
-    details = []
-    if isinstance(module, torch.nn.Conv2d):
-        details.append("x".join(map(str, module.kernel_size)))
-        for name, default in (("stride", 1), ("dilation", 1), ("padding", 0)):
-            value = getattr(module, name)
-            value = value if isinstance(value, str) else tuple(value)
-            if value not in (default, (default, default)):
-                if not isinstance(value, str) and len(set(value)) == 1:
-                    value = value[0]
-                details.append(f"{name} {value}")
-    elif isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-        details.append(f"eps {module.eps:g}")
-    return f"{kind} {', '.join(details)}" if details else kind
-
-
-def _first_tensor(value):
-    while isinstance(value, (tuple, list)):
-        value = value[0]
-    return value
-
-
-@contextmanager
-def _recording_reference(
-    module: torch.nn.Module,
-    paths: set[str],
-    into: dict,
-    inputs: dict | None = None,
-    order: list | None = None,
-    sprung: tuple[str, Trap] | None = None,
-):
-    """Forward hooks that keep each named sub-module's output (and input), and the order in
-    which every module without children runs; ``sprung`` (path, trap) replaces that
-    module's output with the trap's prediction from its input."""
-    handles = []
-    for path, sub in module.named_modules():
-        leaf = not any(True for _ in sub.children())
-        if path not in paths and not leaf and (sprung is None or path != sprung[0]):
-            continue
-
-        def hook(sub, args, output, path=path, leaf=leaf):
-            if order is not None and leaf and path not in order:
-                order.append(path)
-            if sprung is not None and path == sprung[0]:
-                output = sprung[1].predict(sub, *args)
-            if path in paths:
-                into.setdefault(path, _first_tensor(output).detach())
-                if inputs is not None and args:
-                    inputs.setdefault(path, _first_tensor(args).detach())
-            return output
-
-        handles.append(sub.register_forward_hook(hook))
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def _common_parent(paths: list[str]) -> str:
     parts = [p.split(".") for p in paths]
     common = []
@@ -189,28 +124,16 @@ def locate(checker: Checker, example: Example) -> Divergence:
         instance.layer, data.state, bindings=bindings, ignore=(*pair.ignore, *checker.held_at_zero)
     )
     layers = matched_modules(bindings, instance.layer)
-
-    truth_inputs: dict[str, torch.Tensor] = {}
+    paths = {*layers, ""}
+    references = checker.references
     leaves: list[str] = []  # every module without children, in execution order
 
-    def reference_outputs(
-        dtype, context: Callable = nullcontext, inputs=None, order=None, sprung=None
-    ) -> dict[str, torch.Tensor]:
-        module = checker.reference(example.channels, dtype)
-        module.load_state_dict({k: torch.from_numpy(v) for k, v in data.state.items()})
-        recorded: dict[str, torch.Tensor] = {}
-        recording = _recording_reference(module, {*layers, ""}, recorded, inputs, order, sprung)
-        with recording, torch.no_grad(), context():
-            module(torch.from_numpy(data.x).to(dtype))
-        return recorded
+    def reference_outputs(dtype: str = "float64", sprung=None) -> Results:
+        return references.record(example.channels, data, dtype, paths, sprung=sprung)
 
-    def as_numpy(tensors) -> Results:
-        return {path: t.double().numpy() for path, t in tensors.items()}
-
-    truth_tensors = reference_outputs(torch.float64, inputs=truth_inputs, order=leaves)
-    order = list(truth_tensors)  # execution order: hooks fire as modules finish
-    truth = as_numpy(truth_tensors)
-    reference = as_numpy(reference_outputs(checker.reference_dtype))
+    truth = references.record(example.channels, data, "float64", paths, order=leaves)
+    order = list(truth)  # execution order: hooks fire as modules finish
+    reference = reference_outputs(checker.reference_dtype)
     recorded: dict[str, np.ndarray] = {}
     try:
         with checker.framework.recording_outputs(layers, recorded):
@@ -228,19 +151,17 @@ def locate(checker: Checker, example: Example) -> Divergence:
     }
 
     def deviations() -> Results:
-        bound = RunningErrorBound()
-        tensors = reference_outputs(torch.float64, lambda: bound)
-        return {path: bound.deviation(t).numpy() for path, t in tensors.items()}
+        return references.record_deviations(example.channels, data, paths)
 
     def explains(at: str, trap: Trap, path: str) -> bool:
         """Does the reference with ``trap`` sprung at module ``at`` compute what the port
         computes at ``path``, within the policy (with the reference's own error there)?"""
-        predicted = as_numpy(reference_outputs(torch.float64, sprung=(at, trap)))[path]
+        predicted = reference_outputs(sprung=(at, trap))[path]
         shifted = predicted + (reference[path] - truth[path])
         (comparison,) = compare({path: predicted}, {path: shifted}, port, checker.policy)
         return comparison.passed
 
-    named = dict(checker.reference(example.channels, torch.float64).named_modules())
+    named = references.submodules(example.channels)
     verdicts = []
     for index, path in enumerate(order):
         if path not in port or np.shape(port[path]) != np.shape(truth[path]):
@@ -251,7 +172,7 @@ def locate(checker: Checker, example: Example) -> Divergence:
             {path: port[path]},
             checker.policy,
             lambda path=path: {path: deviations()[path]},
-            lambda path=path: {path: as_numpy(reference_outputs(torch.float64))[path]},
+            lambda path=path: {path: reference_outputs()[path]},
             seed=example.seed,
         )
         verdict = ModuleVerdict(path, describe_module(named[path]), comparisons[0])

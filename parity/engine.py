@@ -13,11 +13,10 @@ from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
-import torch
 
 from parity.compare import DEFAULT_POLICY, TensorComparison, TolerancePolicy, compare
-from parity.error_bound import NoErrorRule, RunningErrorBound
-from parity.framework import as_tuple, port_framework
+from parity.error_bound import NoErrorRule
+from parity.framework import Reference, port_framework
 from parity.layout import Binding, from_data_format, load_state_dict, to_data_format
 from parity.ports import (
     MissingOutputs,
@@ -31,6 +30,7 @@ from parity.ports import (
 from parity.rounding import UNIT_ROUNDOFF, Float32RoundingNoise
 from parity.spec import ModulePair
 from parity.strategies import Example
+from parity.torch_reference import Forward, TorchReference, named_outputs
 
 PRECISIONS = {"float32": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 """Compute dtype -> the Keras dtype policy the port is built under (weights stay float32)."""
@@ -46,7 +46,6 @@ NEAR_LIMIT = 0.25
 example)."""
 
 Results = dict[str, np.ndarray]
-Forward = Callable[[torch.nn.Module, torch.Tensor], object]
 
 
 def _float32_values(array: np.ndarray) -> np.ndarray:
@@ -91,13 +90,6 @@ class ExampleReport:
         return max(self.comparisons, key=lambda c: c.ratio)
 
 
-def _named_outputs(outputs, convert) -> Results:
-    """``output`` for one output, ``output[i]`` for each of several."""
-    if len(outputs) == 1:
-        return {"output": convert(outputs[0])}
-    return {f"output[{i}]": convert(y) for i, y in enumerate(outputs)}
-
-
 class LoadedPort(NamedTuple):
     x: np.ndarray  # the input, in the port's layout
     instance: PortInstance
@@ -131,8 +123,8 @@ class Checker:
         self.mode = mode
         self.precision = precision
         self.policy = replace(policy, unit=UNIT_ROUNDOFF[precision])
-        self.reference_dtype = getattr(torch, precision)
-        self._references: dict[tuple[int, torch.dtype], torch.nn.Module] = {}
+        self.reference_dtype = precision
+        self.references: Reference = TorchReference(pair.make_reference)
         self._layer_ports: dict[int, PortInstance] = {}
         self._function_ports: dict[tuple, PortInstance] = {}
         self.one_instance_per_shape = False  # set when the port runs only on its first shape
@@ -145,7 +137,7 @@ class Checker:
     # -- inputs -------------------------------------------------------------------------
     def example_data(self, example: Example) -> ExampleData:
         rng = np.random.default_rng(example.seed)
-        module = self.reference(example.channels, torch.float64)
+        module = self.reference(example.channels)
         state = {k: _float32_values(v) for k, v in self.pair.randomize(module, rng).items()}
         x = _float32_values(example.scale * rng.standard_normal(example.shape))
         for key in self.held_at_zero:
@@ -153,52 +145,32 @@ class Checker:
         return ExampleData(state, x, example.seed)
 
     # -- the reference ------------------------------------------------------------------
-    def reference(self, channels: int, dtype: torch.dtype) -> torch.nn.Module:
-        key = (channels, dtype)
-        if key not in self._references:
-            self._references[key] = self.pair.make_reference(channels).to(dtype).eval()
-        return self._references[key]
+    def reference(self, channels: int, dtype: str = "float64"):
+        """The pair's reference module (a ``torch.nn.Module``) for this channel count."""
+        return self.references.module(channels, dtype)
 
     def run_reference(
-        self, example, data, dtype, gradients, forward: Forward | None = None
+        self, example, data, dtype: str, gradients, forward: Forward | None = None
     ) -> Results:
-        """The reference's outputs (and gradients); ``forward(module, x)`` replaces its
-        forward pass, for the diagnosis' variants of the reference."""
-        tensors = self._reference_tensors(example, data, dtype, gradients, forward)
-        return {name: t.detach().double().numpy() for name, t in tensors.items()}
+        """The reference's outputs (and gradients, but for parameters the port has no
+        counterpart for) in ``dtype`` (a name: "float64"); ``forward(module, x)`` replaces
+        its forward pass, for the diagnosis' variants of the reference."""
+        return self.references.run(
+            example.channels,
+            data,
+            dtype,
+            gradients=gradients,
+            forward=forward,
+            skip=self.held_at_zero,
+        )
 
     def reference_deviations(self, example, data, gradients) -> Results:
         """The running error bound of every reference tensor (``parity.error_bound``): the
         standard deviation of a faithful float32 computation's error, in units of the
         compute dtype's roundoff. Raises NoErrorRule for an operation without a rule."""
-        bound = RunningErrorBound()
-        with bound:
-            tensors = self._reference_tensors(example, data, torch.float64, gradients)
-        return {name: bound.deviation(t).numpy() for name, t in tensors.items()}
-
-    def _reference_tensors(
-        self, example, data, dtype, gradients, forward: Forward | None = None
-    ) -> dict[str, torch.Tensor]:
-        module = self.reference(example.channels, dtype)
-        module.load_state_dict({k: torch.from_numpy(v) for k, v in data.state.items()})
-        x = torch.from_numpy(data.x).to(dtype).requires_grad_(gradients)
-        with torch.set_grad_enabled(gradients):
-            outputs = as_tuple(module(x) if forward is None else forward(module, x))
-        results = _named_outputs(outputs, lambda y: y.detach())
-        if gradients:
-            params = dict(module.named_parameters())
-            cotangents = [
-                torch.from_numpy(c).to(dtype) for c in data.cotangents(y.shape for y in outputs)
-            ]
-            grads = torch.autograd.grad(
-                outputs, [x, *params.values()], cotangents, allow_unused=True
-            )
-            tensors = [x, *params.values()]
-            for name, grad, tensor in zip(["input", *params], grads, tensors, strict=True):
-                if name in self.held_at_zero:  # the port has no such parameter
-                    continue
-                results[f"grad[{name}]"] = torch.zeros_like(tensor) if grad is None else grad
-        return results
+        return self.references.deviations(
+            example.channels, data, gradients=gradients, skip=self.held_at_zero
+        )
 
     # -- the port -----------------------------------------------------------------------
     def port(self, channels: int, x: np.ndarray) -> PortInstance:
@@ -221,7 +193,7 @@ class Checker:
         return to_data_format(data.x, self.pair.data_format).astype(np.float32)
 
     def bindings(self, instance: PortInstance, channels: int) -> list[Binding]:
-        bindings = self.pair.bindings(instance, self.reference(channels, torch.float64))
+        bindings = self.pair.bindings(instance, self.reference(channels))
         self.held_at_zero = getattr(bindings, "absent", ())
         self.declared_absent = getattr(bindings, "declared", ())
         return bindings
@@ -242,7 +214,7 @@ class Checker:
         bindings = bindings or self.bindings(instance, example.channels)
         ignore = (*self.pair.ignore, *self.held_at_zero)
         load_state_dict(instance.layer, data.state, bindings=bindings, ignore=ignore)
-        parameters = set(dict(self.reference(example.channels, torch.float64).named_parameters()))
+        parameters = set(self.references.parameter_names(example.channels))
         trained = [b for b in bindings if b.torch_key in parameters]
         return LoadedPort(x, instance, bindings, trained)
 
@@ -254,7 +226,7 @@ class Checker:
         try:
             if not gradients:
                 outputs = self.framework.forward(instance.layer, x, self.mode)
-                return _named_outputs(outputs, lambda y: from_data_format(y, fmt))
+                return named_outputs(outputs, lambda y: from_data_format(y, fmt))
 
             def cotangents(outputs):
                 shapes = [
@@ -273,7 +245,7 @@ class Checker:
                 f"({fmt}): {describe_error(error)}",
                 input_shape=x.shape,
             ) from error
-        results = _named_outputs(outputs, lambda y: from_data_format(y, fmt))
+        results = named_outputs(outputs, lambda y: from_data_format(y, fmt))
         results["grad[input]"] = from_data_format(grad_x, fmt)
         for binding, grad in zip(trained, grads, strict=True):
             results[f"grad[{binding.torch_key}]"] = binding.layout.to_torch(grad)
@@ -330,7 +302,7 @@ class Checker:
         self.bindings(self.port(example.channels, self._port_input(data)), example.channels)
         if self.held_at_zero:
             data = self.example_data(example)  # with what the port lacks held at zero
-        truth = self.run_reference(example, data, torch.float64, gradients)
+        truth = self.run_reference(example, data, "float64", gradients)
         reference = self.run_reference(example, data, self.reference_dtype, gradients)
         port = self.run_port(example, data, gradients)
         check_shapes(truth, port, self.pair.data_format)
@@ -340,7 +312,7 @@ class Checker:
             port,
             self.policy,
             lambda: self.reference_deviations(example, data, gradients),
-            lambda: self.run_reference(example, data, torch.float64, gradients),
+            lambda: self.run_reference(example, data, "float64", gradients),
             seed=example.seed,
         )
         report = ExampleReport(self.pair.name, example, comparisons)

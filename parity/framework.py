@@ -6,8 +6,12 @@ and assign weights, run it (forward and vector-Jacobian product, eager or compil
 one training step. It never imports Keras, TensorFlow or JAX itself (``tests/
 test_framework_seam.py`` holds it to that). Implementations: ``keras_framework`` (Keras 3,
 every backend) and ``tf_keras_framework`` (tf.keras 2, for ports written against Keras 2).
-The PyTorch reference runs in ``torch`` directly: its error bounds and simulated rounding
-(``error_bound``, ``rounding``) instrument PyTorch's own operations.
+
+The reference has a seam of its own, :class:`Reference`, implemented by
+``torch_reference.TorchReference``: the engine asks it for a pair's module, its outputs and
+vector-Jacobian product, one training step, sub-module outputs, and each of those once more
+under the running error bound. Its instruments (``error_bound``, ``rounding``) and the
+hypotheses about it (``variants``, ``traps``) are written in PyTorch, as the reference is.
 """
 
 from __future__ import annotations
@@ -91,6 +95,46 @@ class Framework(Protocol):
     def save_weights(self, layer, path: str) -> None: ...
 
     def load_weights(self, layer, path: str) -> None: ...
+
+
+class Reference(Protocol):
+    """What the engine needs from the reference of a pair. Arrays cross as NumPy (float64,
+    the reference's NCHW layout), dtypes as names ("float64"); ``data`` is the example's
+    ``engine.ExampleData`` (state, input, cotangents)."""
+
+    def module(self, channels: int, dtype: str = "float64") -> Any:
+        """The reference module for this channel count, built once per dtype."""
+
+    def parameter_names(self, channels: int) -> list[str]: ...
+
+    def submodules(self, channels: int) -> dict[str, Any]:
+        """Every sub-module by its path (``""`` the whole module)."""
+
+    def run(
+        self, channels: int, data, dtype: str, *, gradients: bool, forward=None, skip=()
+    ) -> dict[str, np.ndarray]:
+        """Outputs and, with ``gradients``, the gradients of sum(output * cotangent) w.r.t.
+        the input and every parameter not in ``skip``; ``forward`` replaces the forward
+        pass (the diagnosis' variants)."""
+
+    def deviations(self, channels: int, data, *, gradients: bool, skip=()) -> dict[str, np.ndarray]:
+        """The running error bound of each tensor ``run`` gives."""
+
+    def train(
+        self, channels: int, data, dtype: str, optimizer: Any, targets: Callable
+    ) -> dict[str, np.ndarray]:
+        """One training step: outputs, loss and every floating state entry after it."""
+
+    def train_deviations(
+        self, channels: int, data, optimizer: Any, targets: Callable
+    ) -> dict[str, np.ndarray]: ...
+
+    def record(
+        self, channels: int, data, dtype: str, paths, *, order=None, sprung=None
+    ) -> dict[str, np.ndarray]:
+        """Each sub-module's output on the example, in execution order."""
+
+    def record_deviations(self, channels: int, data, paths) -> dict[str, np.ndarray]: ...
 
 
 _IMPLEMENTATIONS = {False: "parity.keras_framework", True: "parity.tf_keras_framework"}

@@ -16,11 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F  # noqa: N812 -- PyTorch's convention
 
 from parity.engine import Checker, ExampleReport, check_shapes, judge
-from parity.error_bound import RunningErrorBound
 from parity.layout import from_data_format
 from parity.ports import PortCrashed
 from parity.strategies import Example
@@ -36,25 +33,15 @@ ADAM_BETAS = (0.9, 0.999)
 
 @dataclass(frozen=True)
 class Optimizer:
-    """One optimizer, in PyTorch's terms; the port's framework spells it its own way (Keras'
-    Adam adds epsilon before the bias correction: see ``keras_framework``)."""
+    """One optimizer, in PyTorch's terms; each framework spells it its own way
+    (``torch_reference.torch_optimizer``; Keras' Adam adds epsilon before the bias
+    correction: see ``keras_framework``)."""
 
     name: str
     learning_rate: float
     momentum: float = 0.9  # SGD
     betas: tuple[float, float] = ADAM_BETAS
     epsilon: float = ADAM_EPSILON
-
-    def torch(self, parameters):
-        # foreach=False: one parameter at a time, in the plain operations the running
-        # error bound has rules for (the same arithmetic as the fused multi-tensor kernels).
-        if self.name == "sgd":
-            return torch.optim.SGD(
-                parameters, lr=self.learning_rate, momentum=self.momentum, foreach=False
-            )
-        return torch.optim.Adam(
-            parameters, lr=self.learning_rate, betas=self.betas, eps=self.epsilon, foreach=False
-        )
 
 
 SGD = Optimizer("sgd", 0.1)
@@ -73,56 +60,21 @@ def _targets(example: Example, shapes) -> list[np.ndarray]:
     return [rng.integers(0, shape[1], size=(shape[0], *shape[2:])) for shape in shapes]
 
 
-def _dropout_off(module: torch.nn.Module):
-    for child in module.modules():
-        if isinstance(child, torch.nn.modules.dropout._DropoutNd):
-            child.eval()
-
-
 class TrainingChecker:
     def __init__(self, checker: Checker):
         self.checker = checker
         self.pair = checker.pair
 
-    def run_reference(self, example, data, dtype, optimizer: Optimizer):
-        tensors = self._reference_tensors(example, data, dtype, optimizer)
-        return {name: t.detach().double().numpy() for name, t in tensors.items()}
+    def run_reference(self, example, data, dtype: str, optimizer: Optimizer):
+        return self.checker.references.train(
+            example.channels, data, dtype, optimizer, lambda shapes: _targets(example, shapes)
+        )
 
     def reference_deviations(self, example, data, optimizer: Optimizer):
         """The running error bound of the training step (see Checker.reference_deviations)."""
-        bound = RunningErrorBound()
-        with bound:
-            tensors = self._reference_tensors(example, data, torch.float64, optimizer)
-        return {name: bound.deviation(t).numpy() for name, t in tensors.items()}
-
-    def _reference_tensors(self, example, data, dtype, optimizer: Optimizer):
-        module = self.checker.reference(example.channels, dtype)
-        module.load_state_dict({k: torch.from_numpy(v) for k, v in data.state.items()})
-        module.train()
-        _dropout_off(module)
-        try:
-            x = torch.from_numpy(data.x).to(dtype)
-            outputs = module(x)
-            outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-            targets = _targets(example, [y.shape for y in outputs])
-            loss = sum(
-                F.cross_entropy(y, torch.from_numpy(t))
-                for y, t in zip(outputs, targets, strict=True)
-            )
-            step = optimizer.torch(module.parameters())
-            step.zero_grad()
-            loss.backward()
-            step.step()
-            results = {f"output[{i}]": y.detach() for i, y in enumerate(outputs)}
-            results["loss"] = loss.detach().reshape(1)
-            for name, value in module.state_dict().items():
-                if value.is_floating_point():
-                    results[f"after[{name}]"] = value.detach().clone()
-            return results
-        finally:
-            module.eval()
-            for parameter in module.parameters():
-                parameter.grad = None
+        return self.checker.references.train_deviations(
+            example.channels, data, optimizer, lambda shapes: _targets(example, shapes)
+        )
 
     def run_port(self, example, data, optimizer: Optimizer):
         fmt = self.pair.data_format
@@ -153,8 +105,8 @@ class TrainingChecker:
 
     def check(self, example: Example, optimizer: Optimizer) -> ExampleReport:
         data = self.checker.example_data(example)
-        truth = self.run_reference(example, data, torch.float64, optimizer)
-        reference = self.run_reference(example, data, torch.float32, optimizer)
+        truth = self.run_reference(example, data, "float64", optimizer)
+        reference = self.run_reference(example, data, "float32", optimizer)
         port = self.run_port(example, data, optimizer)
         check_shapes(truth, port, self.pair.data_format)
         comparisons, _ = judge(
@@ -163,7 +115,7 @@ class TrainingChecker:
             port,
             self.checker.policy,
             lambda: self.reference_deviations(example, data, optimizer),
-            lambda: self.run_reference(example, data, torch.float64, optimizer),
+            lambda: self.run_reference(example, data, "float64", optimizer),
             seed=example.seed,
         )
         return ExampleReport(f"{self.pair.name} (training, {optimizer.name})", example, comparisons)

@@ -12,7 +12,6 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
-import torch
 
 from parity.compare import compare, floor_arguments
 from parity.engine import Checker, ExampleData, ExampleReport
@@ -54,8 +53,8 @@ class Trials:
         example, gradients = report.example, "grad[input]" in report.truth
         run = self.checker.run_reference
         try:
-            truth = run(example, data, torch.float64, gradients, forward=variant.forward)
-            reference = run(example, data, torch.float32, gradients, forward=variant.forward)
+            truth = run(example, data, "float64", gradients, forward=variant.forward)
+            reference = run(example, data, "float32", gradients, forward=variant.forward)
         except RuntimeError:  # the variant does not apply to this shape
             return False, math.inf
         if any(np.shape(truth[k]) != np.shape(report.port[k]) for k in truth):

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from parity import cli
+from parity import arguments, cli
 from parity.cli import main
 from parity.frameworks import strict_float32
 from parity.strategies import Example
@@ -42,7 +42,9 @@ def test_no_tf32_is_set_before_the_check_and_kept_in_the_replay(monkeypatch, cap
     monkeypatch.setattr(cli, "strict_float32", lambda: calls.append("before keras"))
     assert main(["check", "cam", "--example", "2,3,3,1,1.0,0", "--no-tf32"]) == 0
     assert calls == ["before keras"]
-    args = cli.build_parser().parse_args(["check", "danet", "--variant", "resnet50", "--no-tf32"])
+    args = arguments.build_parser().parse_args(
+        ["check", "danet", "--variant", "resnet50", "--no-tf32"]
+    )
     replay = cli.replay_command(args, "danet", Example(1, 3, 17, 11, 1.0, 0))
     flags = "--variant resnet50 --no-tf32 --example 1,3,17,11,1.0,0"
     assert replay.endswith(f"parity check danet {flags}")

@@ -1,6 +1,7 @@
-"""The framework seam holds: only the implementations of ``parity.framework`` import Keras,
-TensorFlow or JAX, the engine reaches them only through ``port_framework()``, and each
-implementation offers every operation of the protocol."""
+"""The framework seams hold: only the implementations of ``parity.framework`` import Keras,
+TensorFlow or JAX, the engine reaches them only through ``port_framework()``, each
+implementation offers every operation of the protocol, and PyTorch is imported only on the
+reference's side (``parity.torch_reference`` and the reference's own instruments)."""
 
 import ast
 import importlib.util
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from parity.framework import Framework
+from parity.framework import Framework, Reference
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMEWORKS = ("tensorflow", "jax", "jaxlib", "keras", "tf_keras")
@@ -78,9 +79,33 @@ def test_the_engine_reaches_the_implementations_only_through_the_protocol():
     assert {m: names for m, names in offenders.items() if names} == {}
 
 
+REFERENCE_SIDE = {
+    "parity/torch_reference.py": "the reference's seam: build, load, run, train, record",
+    "parity/rounding.py": "instruments the reference's arithmetic (simulated rounding)",
+    "parity/error_bound.py": "instruments the reference's arithmetic (running error bound)",
+    "parity/variants.py": "hypotheses: the reference with a known bug, written in PyTorch",
+    "parity/traps.py": "hypotheses: a module's known trap, predicted in PyTorch",
+    "parity/checkpoint.py": "reads .pth checkpoints (weights_only=True)",
+    "parity/bench.py": "times the reference itself",
+    "parity/frameworks.py": "strict_float32 turns PyTorch's TF32 switches off",
+    "parity/keras_autodiff.py": "Keras' torch backend: the port's autodiff, not the reference",
+}
+"""Modules that may import PyTorch; the pairs' files hold the reference models themselves."""
+
+
+def test_only_the_reference_side_imports_pytorch():
+    offenders = {
+        _relative(path): sorted(n for n in _imported(path) if n.split(".")[0] == "torch")
+        for path in ROOT.glob("parity/*.py")
+        if _relative(path) not in REFERENCE_SIDE
+    }
+    assert {m: names for m, names in offenders.items() if names} == {}
+
+
 def test_every_listed_module_exists():
     """An allowance outlives no module (a renamed one would otherwise pass unchecked)."""
-    assert [p for p in {**IMPLEMENTATIONS, **ALSO_ALLOWED} if not (ROOT / p).exists()] == []
+    listed = {**IMPLEMENTATIONS, **ALSO_ALLOWED, **REFERENCE_SIDE}
+    assert [p for p in listed if not (ROOT / p).exists()] == []
 
 
 def _protocol_members() -> list[str]:
@@ -129,3 +154,11 @@ def test_the_protocol_lists_every_operation_the_issue_names():
     assert {"build", "weights", "assign", "forward", "vjp", "train_step"} <= set(
         _protocol_members()
     )
+
+
+def test_the_pytorch_reference_implements_its_protocol():
+    from parity.torch_reference import TorchReference
+
+    members = [n for n, v in vars(Reference).items() if inspect.isfunction(v) and n[0] != "_"]
+    assert len(members) >= 9
+    assert [n for n in members if not callable(getattr(TorchReference, n, None))] == []

@@ -12,7 +12,7 @@ import pytest
 
 import parity.pairs
 from parity import registry
-from parity.cli import build_parser
+from parity.arguments import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 

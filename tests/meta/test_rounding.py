@@ -52,9 +52,9 @@ def test_noise_floor_covers_the_cancellation_that_fixed_ulps_miss():
     simulated rounding moves it by far more than a few ulps of its size."""
     checker, example = Checker(PAM), Example(1, 14, 23, 6, 0.00253, 0)
     data = checker.example_data(example)
-    truth = checker.run_reference(example, data, torch.float64, gradients=True)
+    truth = checker.run_reference(example, data, "float64", gradients=True)
     with Float32RoundingNoise(seed=0):
-        noisy = checker.run_reference(example, data, torch.float64, gradients=True)
+        noisy = checker.run_reference(example, data, "float64", gradients=True)
     name = "grad[query_conv.bias]"
     moved = np.max(np.abs(noisy[name] - truth[name])) / np.max(np.abs(truth[name]))
     assert moved > 100 * 4 * EPS32
