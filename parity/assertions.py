@@ -31,7 +31,7 @@ def replay_command(pair: ModulePair, example: Example, train: str | None = None)
     the optimizer's name; on the Keras backend it ran on), or the Python call for a pair
     the command cannot name."""
     if pair.name in registry.names():
-        return replay.replay_command(pair.name, example, flags=pair.origin, train=train)
+        return replay.replay_command(pair.name, example, origin=pair.origin, train=train)
     return replay.python_replay(example, train=train)
 
 

@@ -63,23 +63,21 @@ def _pairs(args) -> list:
 
 def replay_command(args, module: str, example) -> str:
     """The ``parity check`` command that replays ``example`` with these arguments' port."""
-    from parity.replay import port_flags
+    from parity.replay import Origin
     from parity.replay import replay_command as command
 
-    flags = port_flags(
+    origin = Origin(
         port=args.port,
         weight_map=args.weight_map,
-        absent=args.absent,
+        absent=tuple(args.absent),
         legacy_keras=args.legacy_keras,
         keras=args.keras,
         data_format=args.data_format,
+        variant=args.variant,
+        no_tf32=args.no_tf32,
     )
     target = f"--spec {args.spec}" if args.spec else module
-    if args.variant is not None:
-        target += f" --variant {args.variant}"
-    if args.no_tf32:
-        flags += " --no-tf32"
-    return command(target, example, flags=flags.strip(), train=args.train)
+    return command(target, example, origin=origin, train=args.train)
 
 
 def _budget(pair, args):

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from parity import registry
 from parity.assertions import assert_parity
-from parity.replay import port_flags
+from parity.replay import Origin
 from parity.spec import ModulePair, channels_first, detect_module, pair_for_port, with_port
 from parity.weight_map import read_weight_map
 
@@ -52,11 +52,6 @@ def property_settings() -> settings:
     )
 
 
-def replay_flags(target: str, weight_map: str | None, data_format: str | None) -> str:
-    """The ``parity check`` flags that select this port, for replay commands."""
-    return port_flags(port=target.split("=")[-1], weight_map=weight_map, data_format=data_format)
-
-
 @cache
 def pairs_under_test(
     port: str | None, weight_map: str | None = None, data_format: str | None = None
@@ -70,7 +65,7 @@ def pairs_under_test(
         bundled = [d.pair for d in definitions] + [p for d in definitions for p in d.more_ports()]
         return tuple(pair for p in bundled for pair in (p, channels_first(p)))
     mapping = read_weight_map(weight_map) if weight_map else None
-    origin = replay_flags(port, weight_map, data_format)
+    origin = Origin(port=port.split("=")[-1], weight_map=weight_map, data_format=data_format)
     return (pair_for_port(port, weight_map=mapping, data_format=data_format, origin=origin),)
 
 
@@ -124,7 +119,7 @@ def check_port(
     else:
         fmt = data_format or "channels_last"
         base = registry.pair(module or detect_module(port, fmt))
-        origin = port_flags(port=f"{port.__module__}:{port.__qualname__}")
+        origin = Origin(port=f"{port.__module__}:{port.__qualname__}")
         pair = with_port(base, port, weight_map=weight_map, data_format=data_format, origin=origin)
     chosen = property_settings()
 

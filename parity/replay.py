@@ -8,38 +8,55 @@ under pytest, the pytest plugin's ports), so that they cannot drift apart.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterable
+from dataclasses import dataclass
 
 from parity.frameworks import backend_prefix
 
 
-def port_flags(
-    *,
-    port: str | None = None,
-    weight_map: str | None = None,
-    absent: Iterable[str] = (),
-    legacy_keras: bool = False,
-    keras: str | None = None,
-    data_format: str | None = None,
+@dataclass(frozen=True)
+class Origin:
+    """What selects a pair's port and its size on the command line: a failure's replay
+    command repeats it (``ModulePair.origin``; the bundled port at its registered size has
+    the empty origin)."""
+
+    port: str | None = None  # MODULE:FACTORY
+    weight_map: str | None = None  # a JSON file
+    absent: tuple[str, ...] = ()  # glob patterns
+    legacy_keras: bool = False
+    keras: str | None = None  # "2" or "3", as asked for
+    data_format: str | None = None
+    variant: str | None = None  # a registered size (danet: resnet50)
+    no_tf32: bool = False
+
+    def flags(self) -> str:
+        """The ``parity check`` flags ("" for the bundled port at its registered size)."""
+        flags = [f"--variant {self.variant}"] if self.variant else []
+        flags += [f"--port {self.port}"] if self.port else []
+        flags += [f"--weight-map {self.weight_map}"] if self.weight_map else []
+        flags += [f"--absent {shlex.quote(pattern)}" for pattern in self.absent]
+        flags += ["--legacy-keras"] if self.legacy_keras else []
+        flags += [f"--keras {self.keras}"] if self.keras else []
+        flags += [f"--data-format {self.data_format}"] if self.data_format else []
+        flags += ["--no-tf32"] if self.no_tf32 else []
+        return " ".join(flags)
+
+    def __bool__(self) -> bool:
+        return bool(self.flags())
+
+
+BUNDLED = Origin()
+"""The bundled port at its registered size: nothing to add to ``parity check NAME``."""
+
+
+def replay_command(
+    target: str, example, *, origin: Origin = BUNDLED, train: str | None = None
 ) -> str:
-    """The ``parity check`` flags that select a port and say how to read it, in the order
-    ``parity check --help`` lists them ("" for the bundled port)."""
-    flags = [f"--port {port}"] if port else []
-    flags += [f"--weight-map {weight_map}"] if weight_map else []
-    flags += [f"--absent {shlex.quote(pattern)}" for pattern in absent]
-    flags += ["--legacy-keras"] if legacy_keras else []
-    flags += [f"--keras {keras}"] if keras else []
-    flags += [f"--data-format {data_format}"] if data_format else []
-    return " ".join(flags)
-
-
-def replay_command(target: str, example, *, flags: str = "", train: str | None = None) -> str:
     """``parity check TARGET FLAGS [--train OPTIMIZER] --example B,C,H,W,SCALE,SEED``.
 
-    ``target``: a registered module's name or ``--spec MODULE:PAIR``; ``flags``: the port's
-    (``port_flags``); ``train``: the optimizer's name for a training step."""
+    ``target``: a registered module's name or ``--spec MODULE:PAIR``; ``origin``: what
+    selects the port and its size; ``train``: the optimizer's name for a training step."""
     parts = ["parity check", target]
-    parts += [flags] if flags else []
+    parts += [origin.flags()] if origin else []
     parts += [f"--train {train}"] if train else []
     parts.append(f"--example {example.to_text()}")
     return backend_prefix() + " ".join(parts)

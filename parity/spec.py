@@ -24,6 +24,7 @@ from parity.ports import (
     UntrackedParameter,
 )
 from parity.reassignments import BATCH_NORM_STATISTICS, BufferSwap, RoleSwap
+from parity.replay import BUNDLED, Origin
 from parity.strategies import examples
 from parity.weight_map import Roles, WeightMapError, map_weights
 
@@ -91,7 +92,8 @@ class ModulePair:
             exchanged).
         buffer_swaps: ``parity.reassignments.BufferSwap`` s the diagnosis tries (default:
             BatchNorm's running mean and variance).
-        origin: the ``parity check`` flags that select this port (``--port ...``).
+        origin: what selects this port and size on the command line
+            (``parity.replay.Origin``), for replay commands.
     """
 
     name: str
@@ -110,10 +112,11 @@ class ModulePair:
     roles: Roles = ()
     role_swaps: tuple[RoleSwap, ...] = ()
     buffer_swaps: tuple[BufferSwap, ...] = (BATCH_NORM_STATISTICS,)
-    origin: str = ""  # command-line flags that select this port, for replay commands
+    origin: Origin = BUNDLED
 
     def __repr__(self) -> str:  # short, for pytest's and Hypothesis' failure reports
-        return f"ModulePair({self.name!r}{', ' + repr(self.origin) if self.origin else ''})"
+        flags = f", {self.origin.flags()!r}" if self.origin else ""
+        return f"ModulePair({self.name!r}{flags})"
 
     def _repr_pretty_(self, printer, cycle) -> None:  # Hypothesis prints dataclasses field by field
         printer.text(repr(self))
@@ -206,7 +209,7 @@ def with_port(
     *,
     weight_map: dict[str, str | None] | None = None,
     data_format: str | None = None,
-    origin: str = "",
+    origin: Origin = BUNDLED,
     absent: tuple[str, ...] = (),
 ) -> ModulePair:
     """``pair`` checked against another port, its weights mapped by ``parity.weight_map``."""
@@ -250,11 +253,10 @@ def pair_for_port(
     *,
     weight_map: dict[str, str] | None = None,
     data_format: str | None = None,
-    origin: str = "",
+    origin: Origin | None = None,
 ) -> ModulePair:
     """``NAME=MODULE:FACTORY`` (or ``MODULE:FACTORY``, the module detected) as a pair."""
     from parity.ports import load_factory
-    from parity.replay import port_flags
 
     module, sep, rest = target.partition("=")
     if not sep:
@@ -269,5 +271,5 @@ def pair_for_port(
         factory,
         weight_map=weight_map,
         data_format=data_format,
-        origin=origin or port_flags(port=rest),
+        origin=origin or Origin(port=rest),
     )

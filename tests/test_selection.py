@@ -9,7 +9,7 @@ from parity.selection import Selection, SelectionError, select_pairs
 def test_registered_pairs_in_order_and_a_size_variant():
     assert [p.name for p in select_pairs(Selection(modules=("cam", "pam")))] == ["cam", "pam"]
     (full,) = select_pairs(Selection(modules=("danet",), variant="resnet50"))
-    assert full.name == "danet" and full.origin == "--variant resnet50"
+    assert full.name == "danet" and full.origin.flags() == "--variant resnet50"
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from functools import cache, partial
 
 from parity.layout import batch_norm_bindings, bindings_for, conv_bindings, prefixed
 from parity.registry import BenchSpec, BenchVariant, CheckpointSpec, PairDefinition, SizeVariant
+from parity.replay import Origin
 from parity.sizes import ModuleSize
 
 TEST_WIDTH = 2
@@ -318,7 +319,7 @@ def _full_pair(backbone: str):
         make_reference=partial(_full_reference, backbone),
         make_port=partial(_full_port, backbone),
         strategy=_images(FULL_MAX_SIDE),
-        origin=f"--variant {backbone}",
+        origin=Origin(variant=backbone),
     )
 
 

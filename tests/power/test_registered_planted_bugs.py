@@ -9,6 +9,7 @@ from parity import registry
 from parity.assertions import checker_for
 from parity.diagnose import diagnose
 from parity.driver import Budget, find_counterexample
+from parity.replay import Origin
 from parity.spec import with_port
 
 PLANTED = {
@@ -34,7 +35,8 @@ def failing_report(pair):
 @pytest.mark.parametrize("name", PLANTED)
 def test_planted_bug_is_rejected_and_named(name):
     definition, bug = PLANTED[name]
-    pair = with_port(definition.pair, bug.make_port, origin=f"planted: {bug.name}")
+    port = f"{bug.make_port.__module__}:{bug.make_port.__qualname__}"
+    pair = with_port(definition.pair, bug.make_port, origin=Origin(port=port))
     report = failing_report(pair)
     assert report is not None, f"{name}: the property never failed"
     policy = checker_for(pair).policy
