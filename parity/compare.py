@@ -12,7 +12,9 @@ element by element::
 
 ``sigma`` is the running error bound (``parity.error_bound``): the standard deviation of a
 faithful float32 computation's error in each element, derived from the computation itself
-(sums of many terms that cancel get a large one, well-conditioned results a few ulps).
+(sums of many terms that cancel get a large one, well-conditioned results a few ulps, and
+results below float32's smallest normal number their own size: TensorFlow flushes them to
+zero, ``rounding.UNDERFLOW``).
 ``noisy`` is the float64 reference rerun with every intermediate result rounded at random
 to float32's precision (``parity.rounding``), which sees what sigma cannot: one rounding
 shared by many elements (a softmax row's normalisation). Both matter where a tensor comes

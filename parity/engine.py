@@ -124,7 +124,7 @@ class Checker:
         self.precision = precision
         self.policy = replace(policy, unit=UNIT_ROUNDOFF[precision])
         self.reference_dtype = precision
-        self.references: Reference = TorchReference(pair.make_reference)
+        self.references: Reference = TorchReference(pair.make_reference, precision)
         self._layer_ports: dict[int, PortInstance] = {}
         self._function_ports: dict[tuple, PortInstance] = {}
         self.one_instance_per_shape = False  # set when the port runs only on its first shape

@@ -11,7 +11,11 @@ n). The rules, to first order:
 - a tensor that enters exact (the input, a weight, a cotangent: float32 values) has V = 0;
 - data movement (views, permutes, copies, slices, selections) moves V with the values;
 - an elementwise result adds its own rounding, ``y**2``, to its operands' V carried through
-  its derivative: ``V(a * b) = (ab)**2 + b**2 V(a) + a**2 V(b)``,
+  its derivative: ``V(a * b) = (ab)**2 + b**2 V(a) + a**2 V(b)``; near zero a rounding errs
+  by the dtype's underflow instead (``rounding.UNDERFLOW``: float32 results below 2**-126
+  flushed to zero), so every rounded result's own term is ``y**2 + (underflow / eps)**2``,
+  which changes nothing above the underflow and lets a flushed result carry its error
+  through what follows;
   ``V(exp a) = exp(a)**2 (1 + V(a))``;
 - a sum of products (a matrix product, a convolution and its gradients, a reduction)
   carries its operands' V through the other factor squared, ``V(a @ b) = a**2 @ V(b) +
@@ -41,7 +45,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from parity.rounding import FRESH_TENSORS
+from parity.rounding import FRESH_TENSORS, UNDERFLOW, UNIT_ROUNDOFF
 
 aten = torch.ops.aten
 
@@ -128,11 +132,13 @@ def _is_float(value) -> bool:
 
 class RunningErrorBound(TorchDispatchMode):
     """Within this mode, float64 operations also compute the error variance V of each
-    result (see module docstring); :meth:`deviation` reads it for a tensor made inside."""
+    result (see module docstring); :meth:`deviation` reads it for a tensor made inside.
+    ``precision``: the compute dtype whose underflow a rounding near zero carries."""
 
-    def __init__(self):
+    def __init__(self, precision: str = "float32"):
         super().__init__()
         self._variances = WeakTensorKeyDictionary()
+        self._underflow = (UNDERFLOW[precision] / UNIT_ROUNDOFF[precision]) ** 2
 
     def deviation(self, tensor: torch.Tensor) -> torch.Tensor:
         """The standard deviation of a float32 computation's error, per element, in units
@@ -169,7 +175,7 @@ class RunningErrorBound(TorchDispatchMode):
         a = args[0]
         v = self._of
         y = out
-        own = y * y  # the result's own rounding
+        own = y * y + self._underflow  # the result's own rounding
         if name in ("add", "sub"):
             alpha = kwargs.get("alpha", args[2] if len(args) > 2 else 1)
             return own + v(a) + alpha * alpha * v(args[1])
@@ -231,10 +237,10 @@ class RunningErrorBound(TorchDispatchMode):
             variance = carried.sum(dim=dims, keepdim=keepdim)
             length = max(a.numel(), 1) // max(out.numel(), 1)
             squares = (a * a).sum(dim=dims, keepdim=keepdim)
-            variance = variance + summation_variance(squares, length)
+            variance = variance + summation_variance(squares, length) + self._underflow
             if name == "mean":
                 n = max(a.numel(), 1) / max(out.numel(), 1)
-                variance = variance / (n * n) + out * out
+                variance = variance / (n * n) + out * out + self._underflow
             return variance.to(out.dtype)
         if name in ("amax", "amin"):
             dims = args[1] if len(args) > 1 else kwargs.get("dim", [])
@@ -253,7 +259,7 @@ class RunningErrorBound(TorchDispatchMode):
             for i in positions:
                 squares[i] = args[i] * args[i]
             total = [
-                None if t is None else summation_variance(t, n)
+                None if t is None else summation_variance(t, n) + self._underflow
                 for t, n in zip(_leaves(func(*adjust(squares), **kwargs)), length, strict=True)
             ]
             for i in positions:

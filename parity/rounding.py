@@ -27,6 +27,12 @@ from torch.utils._pytree import tree_map
 EPS32 = float(np.finfo(np.float32).eps)
 UNIT_ROUNDOFF = {"float32": EPS32, "float16": 2.0**-10, "bfloat16": 2.0**-7}
 """Relative spacing of the compute dtypes (numpy's eps convention), for the noise model."""
+UNDERFLOW = {"float32": 2.0**-126, "float16": 2.0**-24, "bfloat16": 2.0**-126}
+"""The absolute error a rounded result near zero may carry, whatever its size: float32 and
+bfloat16 results below the smallest normal number (2**-126, 1.2e-38) are flushed to zero
+by TensorFlow on a CPU (and by GPU kernels built with flush-to-zero), where PyTorch keeps
+them; float16, computed in float32 and stored in float16, keeps its subnormals, spaced
+2**-24. A saturated sigmoid's gradient (CBAM, scale 2.11) is 1.8e-39: TensorFlow gives 0."""
 
 # Operations whose float32 result is exact (selection, sign, data movement, constants):
 # perturbing them would model rounding that float32 does not do.

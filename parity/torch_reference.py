@@ -48,8 +48,11 @@ class TorchReference:
     """One pair's reference modules, built once per (channel count, dtype) and reused: each
     example only loads its state."""
 
-    def __init__(self, make_reference: Callable[[int], torch.nn.Module]):
+    def __init__(
+        self, make_reference: Callable[[int], torch.nn.Module], precision: str = "float32"
+    ):
         self._make = make_reference
+        self._precision = precision  # the port's compute dtype: what its roundings err by
         self._modules: dict[tuple[int, str], torch.nn.Module] = {}
 
     def module(self, channels: int, dtype: str = "float64") -> torch.nn.Module:
@@ -69,6 +72,13 @@ class TorchReference:
         module = self.module(channels, dtype)
         module.load_state_dict({k: torch.from_numpy(v) for k, v in data.state.items()})
         return module
+
+    def _bounded(self, compute: Callable[[], dict]) -> Results:
+        """``compute()``'s tensors, each replaced by its running error bound."""
+        bound = RunningErrorBound(self._precision)
+        with bound:
+            tensors = compute()
+        return {name: bound.deviation(t).numpy() for name, t in tensors.items()}
 
     # -- evaluation -----------------------------------------------------------------------
     def run(
@@ -91,7 +101,7 @@ class TorchReference:
     ) -> Results:
         """The running error bound of every tensor :meth:`run` gives (``parity.error_bound``),
         in units of the roundoff. Raises NoErrorRule for an operation without a rule."""
-        return _bounded(
+        return self._bounded(
             lambda: self._evaluate(channels, data, "float64", gradients, None, set(skip))
         )
 
@@ -130,7 +140,7 @@ class TorchReference:
 
     def train_deviations(self, channels, data, optimizer, targets) -> Results:
         """The running error bound of the training step (see :meth:`deviations`)."""
-        return _bounded(lambda: self._train(channels, data, "float64", optimizer, targets))
+        return self._bounded(lambda: self._train(channels, data, "float64", optimizer, targets))
 
     def _train(self, channels, data, dtype, optimizer, targets) -> dict:
         module = self._loaded(channels, data, dtype)
@@ -176,7 +186,9 @@ class TorchReference:
 
     def record_deviations(self, channels, data, paths) -> Results:
         """The running error bound of each recorded output (see :meth:`deviations`)."""
-        return _bounded(lambda: self._record(channels, data, "float64", set(paths), None, None))
+        return self._bounded(
+            lambda: self._record(channels, data, "float64", set(paths), None, None)
+        )
 
     def _record(self, channels, data, dtype, paths, order, sprung) -> dict:
         module = self._loaded(channels, data, dtype)
@@ -230,14 +242,6 @@ def describe_module(module: torch.nn.Module) -> str:
 
 def _numpy(tensors: dict) -> Results:
     return {name: t.detach().double().numpy() for name, t in tensors.items()}
-
-
-def _bounded(compute: Callable[[], dict]) -> Results:
-    """``compute()``'s tensors, each replaced by its running error bound."""
-    bound = RunningErrorBound()
-    with bound:
-        tensors = compute()
-    return {name: bound.deviation(t).numpy() for name, t in tensors.items()}
 
 
 def _dropout_off(module: torch.nn.Module) -> None:

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import example, given, settings, target
 from hypothesis import strategies as st
 
+from parity import registry
 from parity.assertions import assert_parity, assert_training_parity, checker_for
 from parity.engine import judge
 from parity.pairs.pam import chunked
@@ -76,6 +77,21 @@ def test_pam_corner_passes_even_against_an_exact_reference():
     )
     assert "deviations" in floor  # the comparison was against the full floor
     assert all(c.passed for c in comparisons), [(c.name, c.ratio) for c in comparisons]
+
+
+# Found by a random-seed run of tests/test_parity.py (Nov 26): CBAM's spatial attention
+# saturates, its true weight gradient is 1.8e-39, below float32's smallest normal number,
+# and TensorFlow flushes it to zero (3.1e4x before the floor knew about underflow).
+CBAM_UNDERFLOW = Example.from_text("1,1,1,5,2.11,5363")
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_cbam_passes_where_its_gradient_underflows(data_format):
+    pair = registry.pair("cbam")
+    report = assert_parity(
+        pair if data_format == pair.data_format else channels_first(pair), CBAM_UNDERFLOW
+    )
+    assert report.worst().ratio < 1.0
 
 
 @given(example=examples(min_batch=1, max_batch=1, min_channels=32, max_channels=64, max_side=2))

@@ -95,3 +95,38 @@ def test_an_operation_without_a_rule_says_which():
     x = torch.rand(4, dtype=torch.float64)
     with pytest.raises(NoErrorRule, match="bessel_j0"), RunningErrorBound():
         torch.special.bessel_j0(x)
+
+
+def _flushed(values: np.ndarray) -> np.ndarray:
+    """float32 with flush-to-zero, as TensorFlow computes on a CPU: subnormal results are 0."""
+    v32 = values.astype(np.float32)
+    return np.where(np.abs(v32) < np.finfo(np.float32).tiny, 0.0, v32).astype(np.float64)
+
+
+def test_a_result_float32_flushes_to_zero_is_covered_and_carries_its_error():
+    """A saturated sigmoid's gradient (1.8e-39 in CBAM) is below float32's smallest normal
+    number: TensorFlow gives 0, and then 0 times whatever follows."""
+    x = torch.tensor([-88.0, -90.0, -2.0], dtype=torch.float64)
+    scale = torch.tensor([3.0, 1e4, 3.0], dtype=torch.float64)
+    with RunningErrorBound() as bound:
+        slope = torch.sigmoid(x) * (1.0 - torch.sigmoid(x))  # 6e-39, 8e-40, 0.1
+        result = slope * scale
+    deviation = bound.deviation(result).numpy()
+    flushed = _flushed(_flushed(slope.numpy()) * scale.numpy())
+    assert np.all(np.abs(flushed - result.numpy()) <= 2 * EPS32 * deviation)
+    # ...and well above the underflow the bound is a few roundings, as before.
+    assert deviation[2] < 4 * float(result[2])
+
+
+def test_underflow_is_the_compute_dtypes():
+    """float16 keeps its subnormals (spaced 2**-24): near zero it errs by that, in its own
+    units; bfloat16 has float32's exponent range."""
+    tiny = torch.tensor([1e-9], dtype=torch.float64)
+    deviations = {}
+    for precision in ("float32", "float16", "bfloat16"):
+        with RunningErrorBound(precision) as bound:
+            y = tiny * 1.0
+        deviations[precision] = float(bound.deviation(y))
+    assert deviations["float16"] == pytest.approx(2.0**-24 / 2.0**-10)
+    assert deviations["float32"] == pytest.approx(1e-9, rel=1e-6)  # its own rounding
+    assert deviations["bfloat16"] == pytest.approx(1e-9, rel=1e-6)
