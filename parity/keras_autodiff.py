@@ -57,7 +57,7 @@ def forward(layer, x: np.ndarray, mode: str = "eager") -> tuple[np.ndarray, ...]
         import jax
 
         def stateless(trainable, non_trainable, x):
-            outputs, _ = layer.stateless_call(trainable, non_trainable, x)
+            outputs, _ = stateless_call(layer, trainable, non_trainable, x)
             return as_tuple(outputs)
 
         run = _compiled(layer, ("forward", mode), lambda: jax.jit(stateless))
@@ -73,6 +73,23 @@ def _values(layer):
     )
 
 
+def stateless_call(layer, trainable_values, non_trainable_values, x, **kwargs):
+    """``layer(x, **kwargs)`` on these weight values: (outputs, the non-trainable values after).
+
+    Not ``Layer.stateless_call``: that calls ``call`` itself, so ``training=True`` crashes a
+    layer whose ``call`` takes no ``training`` and never reaches sub-layers through Keras'
+    call context, and inputs skip the cast to the compute dtype. ``layer(x)`` inside a
+    ``StatelessScope`` runs the port as its users run it.
+    """
+    mapping = [
+        *zip(layer.trainable_variables, trainable_values, strict=True),
+        *zip(layer.non_trainable_variables, non_trainable_values, strict=True),
+    ]
+    with keras.StatelessScope(state_mapping=mapping) as scope:
+        outputs = layer(x, **kwargs)
+    return outputs, [scope.get_current_value(v) for v in layer.non_trainable_variables]
+
+
 # -- vector-Jacobian products ---------------------------------------------------------------------
 
 
@@ -86,9 +103,9 @@ def vjp(
     """Outputs, and the gradients of sum(output * cotangent) w.r.t. ``x`` and ``variables``.
 
     ``cotangents`` holds one cotangent per output (NumPy, the outputs' layout), or is a
-    function of the outputs that gives them; a compiled mode then runs the forward pass once
-    more to learn the outputs' shapes. A variable the outputs do not depend on gets a zero
-    gradient.
+    function of the outputs that gives them; a compiled mode then learns the outputs' shapes
+    first (TensorFlow: a forward pass; JAX: a trace). A variable the outputs do not depend
+    on gets a zero gradient.
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
@@ -101,7 +118,8 @@ def vjp(
 
 
 def _cotangents(cotangents, outputs, convert):
-    """One cotangent per output, converted to the output's dtype by ``convert(c, dtype)``."""
+    """One cotangent per output, converted to the output's dtype by ``convert(c, dtype)``.
+    ``outputs`` may be arrays or shape-and-dtype structures (``jax.eval_shape``'s)."""
     given = cotangents(outputs) if callable(cotangents) else cotangents
     return [convert(c, y.dtype) for c, y in zip(given, outputs, strict=True)]
 
@@ -171,7 +189,7 @@ def _vjp_jax(layer, x, cotangents, variables, mode):
     trainable_values, non_trainable_values = _values(layer)
 
     def function(x, trainable_values, non_trainable_values):
-        outputs, _ = layer.stateless_call(trainable_values, non_trainable_values, x)
+        outputs, _ = stateless_call(layer, trainable_values, non_trainable_values, x)
         return as_tuple(outputs)
 
     def pull(x, trainable_values, non_trainable_values, cots):
@@ -186,8 +204,10 @@ def _vjp_jax(layer, x, cotangents, variables, mode):
     if mode == "jit":
         run = _compiled(layer, ("vjp", mode), lambda: jax.jit(pull))
         if callable(cotangents):
-            outputs = forward(layer, np.asarray(x), "jit")
-            cots = tuple(_cotangents(cotangents, outputs, jnp.asarray))
+            # The cotangents need the outputs' shapes only: traced, not compiled (a compile
+            # per new input shape is most of an example's time on JAX).
+            shapes = jax.eval_shape(function, x, trainable_values, non_trainable_values)
+            cots = tuple(_cotangents(cotangents, shapes, jnp.asarray))
         else:
             cots = tuple(jnp.asarray(c) for c in cotangents)
     else:
@@ -246,8 +266,8 @@ def train_step(layer, x: np.ndarray, loss_of, variables: Sequence, optimizer):
         trainable_values, non_trainable_values = _values(layer)
 
         def function(trainable_values):
-            outputs, updated = layer.stateless_call(
-                trainable_values, non_trainable_values, x, training=True
+            outputs, updated = stateless_call(
+                layer, trainable_values, non_trainable_values, x, training=True
             )
             outputs = as_tuple(outputs)
             return loss_of(outputs), (outputs, updated)

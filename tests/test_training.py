@@ -4,12 +4,16 @@ Dropout is off on both sides (see parity.training); every parameter after the st
 every BatchNorm running statistic after the batch are compared, with the outputs and loss.
 """
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, settings
 
 from parity.assertions import assert_training_parity
-from parity.spec import HEAD
-from parity.training import OPTIMIZERS, trainable
+from parity.spec import CAM, HEAD, PAM
+from parity.strategies import Example
+from parity.training import OPTIMIZERS, SGD, trainable
+from tests.power.head_ports import HeadTrainingFromContext, HeadTrainingNotPassedOn
 
 # BatchNorm needs two values per channel to train on.
 TRAINING_EXAMPLES = HEAD.examples().filter(trainable)
@@ -25,3 +29,20 @@ def test_one_training_step_matches_reference(optimizer, example):
     report = assert_training_parity(HEAD, example, OPTIMIZERS[optimizer])
     names = {c.name for c in report.comparisons}
     assert {"loss", "after[conv5a.1.running_var]", "after[sa.gamma]"} <= names
+
+
+@pytest.mark.parametrize("pair", [PAM, CAM], ids=lambda pair: pair.name)
+def test_a_module_whose_call_takes_no_training_argument_trains(pair):
+    """Keras drops ``training`` for such a ``call`` (on JAX, ``Layer.stateless_call`` passed
+    it on: the bundled PAM and CAM crashed every training step there)."""
+    assert_training_parity(pair, Example(2, 8, 3, 2, 1.0, 0), SGD)
+
+
+@pytest.mark.parametrize("port", [HeadTrainingFromContext, HeadTrainingNotPassedOn])
+def test_a_head_that_leaves_training_to_keras_trains_like_the_reference(port):
+    """Keras gives ``training`` to the layers a call calls (on JAX, ``Layer.stateless_call``
+    crashed the first and ran the second's BatchNorm on its moving statistics)."""
+    report = assert_training_parity(
+        replace(HEAD, make_port=port), Example(2, 32, 3, 2, 0.7, 1), SGD
+    )
+    assert "after[conv5a.1.running_var]" in {c.name for c in report.comparisons}

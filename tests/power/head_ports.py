@@ -1,6 +1,7 @@
 """Head ports with the classic bugs of ported heads (BatchNorm settings, padding, output
 order, a missing ReLU, a converter that swaps running statistics), each on top of the
-bundled head. Each class is its own factory: ``--port tests.power.head_ports:HeadNoReLU``."""
+bundled head, and two faithful ones that leave ``training`` to Keras. Each class is its own
+factory: ``--port tests.power.head_ports:HeadNoReLUAfterNorm``."""
 
 from __future__ import annotations
 
@@ -100,3 +101,28 @@ def swapped_running_statistics(port, reference):
             b = Binding(b.torch_key.replace("running_var", "running_mean"), b.variable, b.layout)
         swapped.append(b)
     return swapped
+
+
+# Faithful: Keras carries ``training`` from a layer's call to the layers it calls, so many
+# ports never pass it on.
+
+
+def _branches(head, inputs):
+    position = head.conv51(head.sa(head.conv5a(inputs)))
+    channel = head.conv52(head.sc(head.conv5c(inputs)))
+    return head.conv8(position + channel), head.conv6(position), head.conv7(channel)
+
+
+class HeadTrainingFromContext(_Head):
+    """Faithful: ``call`` takes no ``training``; Keras' call context gives it to the
+    BatchNorm and dropout layers inside."""
+
+    def call(self, inputs):
+        return _branches(self, inputs)
+
+
+class HeadTrainingNotPassedOn(_Head):
+    """Faithful: ``call`` takes ``training`` and leaves it to Keras to pass on."""
+
+    def call(self, inputs, training=None):
+        return _branches(self, inputs)
