@@ -20,19 +20,22 @@ class ParityFailure(AssertionError):
         self.report = report
         super().__init__(
             f"{report.pair}: the port differs from the reference on {report.example}\n"
-            + describe_failures(report.comparisons)
+            + describe_failures(report.comparisons, report.precision)
         )
         if pair is not None:
-            self.add_note(f"Replay: {replay_command(pair, report.example, train)}")
+            replay_line = replay_command(pair, report.example, train, report.precision)
+            self.add_note(f"Replay: {replay_line}")
 
 
-def replay_command(pair: ModulePair, example: Example, train: str | None = None) -> str:
+def replay_command(
+    pair: ModulePair, example: Example, train: str | None = None, precision: str = "float32"
+) -> str:
     """The ``parity check`` command that reruns ``example`` (a training step with ``train``,
-    the optimizer's name; on the Keras backend it ran on), or the Python call for a pair
-    the command cannot name."""
-    if pair.name in registry.names():
+    the optimizer's name; on the Keras backend it ran on), or the Python call for what the
+    command cannot name: a pair of its own, a mixed-precision ``precision``."""
+    if pair.name in registry.names() and precision == "float32":
         return replay.replay_command(pair.name, example, origin=pair.origin, train=train)
-    return replay.python_replay(example, train=train)
+    return replay.python_replay(example, train=train, precision=precision)
 
 
 @cache

@@ -210,15 +210,16 @@ def compare(
     return comparisons
 
 
-def describe_failures(comparisons: list[TensorComparison]) -> str:
-    """One line per failing tensor, naming where its worst element is."""
+def describe_failures(comparisons: list[TensorComparison], precision: str = "float32") -> str:
+    """One line per failing tensor, naming where its worst element is (``precision``: the
+    compute dtype the policy judged)."""
     lines = []
     for c in comparisons:
         if c.passed:
             continue
         lines.append(
             f"{c.name}: error {c.relative_error:.3g} of scale {c.scale:.3g} is "
-            f"{c.ratio:.3g}x what float32 may err there (the reference's own error or the "
+            f"{c.ratio:.3g}x what {precision} may err there (the reference's own error or the "
             f"rounding floor; allowed {c.allowed_ratio:g}x); "
             f"{c.mismatched} of {int(np.prod(c.shape))} elements off, max abs error "
             f"{c.max_abs_error:.3g} at index {c.worst_index} of shape {c.shape}"

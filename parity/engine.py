@@ -81,6 +81,7 @@ class ExampleReport:
     port: Results | None = None
     x: np.ndarray | None = None  # the input, NCHW
     floor: dict | None = None  # compare()'s floor arguments (see judge)
+    precision: str = "float32"  # the compute dtype judged: a failure's words and replay say it
 
     @property
     def passed(self) -> bool:
@@ -315,7 +316,7 @@ class Checker:
             lambda: self.run_reference(example, data, "float64", gradients),
             seed=example.seed,
         )
-        report = ExampleReport(self.pair.name, example, comparisons)
+        report = ExampleReport(self.pair.name, example, comparisons, precision=self.precision)
         if keep:
             report = replace(
                 report, truth=truth, reference=reference, port=port, x=data.x, floor=floor

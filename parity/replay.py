@@ -62,11 +62,15 @@ def replay_command(
     return backend_prefix() + " ".join(parts)
 
 
-def python_replay(example, *, train: str | None = None) -> str:
-    """The Python call that reruns ``example`` on a pair the command cannot name."""
+def python_replay(example, *, train: str | None = None, precision: str = "float32") -> str:
+    """The Python call that reruns ``example`` on a pair the command cannot name, or at a
+    mixed-precision compute dtype (the command checks float32 only)."""
+    checker = "Checker(pair)"
+    if precision != "float32":
+        checker = f"Checker(pair, precision={precision!r})"
     if train:
         return (
-            f"TrainingChecker(Checker(pair)).check(Example.from_text({example.to_text()!r}), "
+            f"TrainingChecker({checker}).check(Example.from_text({example.to_text()!r}), "
             f"OPTIMIZERS[{train!r}])"
         )
-    return f"Checker(pair).check(Example.from_text({example.to_text()!r}))"
+    return f"{checker}.check(Example.from_text({example.to_text()!r}))"

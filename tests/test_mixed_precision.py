@@ -16,9 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import parity.strategies as pst
-from parity.assertions import assert_report
+from parity.assertions import ParityFailure, assert_report
 from parity.engine import Checker
 from parity.spec import CAM, HEAD, PAM
+from parity.strategies import Example
 from tests.power import head_ports, ports
 from tests.power.test_planted_bugs import BUGS, counterexample, port_pair
 
@@ -85,3 +86,16 @@ def test_planted_bugs_are_rejected_under_mixed_precision(name, precision):
         shrink=False,
         checker=checker(planted, precision),
     )
+
+
+def test_a_failure_under_float16_names_float16_and_replays_at_float16():
+    """``parity check`` checks float32 only, so a mixed-precision failure's replay is the
+    Python call at its compute dtype, and its words name the dtype the policy judged."""
+    planted = in_range(port_pair(PAM, ports.PAMNoResidual))
+    with pytest.raises(ParityFailure) as failure:
+        assert_report(checker(planted, "float16").check(Example(2, 8, 3, 5, 1.0, 0)), planted)
+    assert "x what float16 may err there" in str(failure.value)
+    replay = failure.value.__notes__[-1].removeprefix("Replay: ")
+    assert replay == "Checker(pair, precision='float16').check(Example.from_text('2,8,3,5,1.0,0'))"
+    replayed = eval(replay, {"Checker": Checker, "pair": planted, "Example": Example})
+    assert not replayed.passed and replayed.precision == "float16"
