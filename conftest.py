@@ -1,7 +1,7 @@
 """Test settings in one place: Hypothesis profiles, quiet TensorFlow, threads for 2 cores.
 
 Profiles: ``dev`` (default: 100 examples per property, random, with Hypothesis'
-example database), ``ci`` (100 examples, derandomized so a CI log is reproducible; chosen
+example database), ``ci`` (50 examples, derandomized so a CI log is reproducible; chosen
 automatically when CI=true), ``thorough`` (1,000 examples), ``quick`` (25 examples,
 derandomized: the JAX backend's CI step). Choose one with ``--hypothesis-profile NAME`` or
 ``DANET_PARITY_PROFILE=NAME``.
