@@ -9,6 +9,7 @@ TensorFlow: ``tf.GradientTape``; JAX: ``jax.vjp`` over ``Layer.stateless_call``;
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 import keras
@@ -27,6 +28,30 @@ def _numpy(value) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(value))
 
 
+JAX_PROGRAMS_KEPT = 100
+"""New input shapes run on JAX before every compiled program is dropped
+(``jax.clear_caches``). Each program holds memory maps (about 70 per PAM example) and Linux
+allows a process 65,530 (``vm.max_map_count``): past that XLA aborts the process. Two
+random-seed runs of ``tests/test_parity.py`` on JAX did, after about 820 examples each."""
+
+_jax_shapes: set = set()
+_train_steps = itertools.count()
+
+
+def _bound_jax_programs(layer, kind: str, shape) -> None:
+    """Count a new input shape (it compiles, eager or not); past ``JAX_PROGRAMS_KEPT``,
+    drop every compiled program first (a dropped one compiles again when needed)."""
+    key = (id(layer), kind, tuple(shape))
+    if key in _jax_shapes:
+        return
+    if len(_jax_shapes) >= JAX_PROGRAMS_KEPT:
+        import jax
+
+        jax.clear_caches()
+        _jax_shapes.clear()
+    _jax_shapes.add(key)
+
+
 def _compiled(layer, key, build):
     cache = layer.__dict__.setdefault("_parity_compiled", {})
     if key not in cache:
@@ -39,9 +64,11 @@ def _compiled(layer, key, build):
 
 def forward(layer, x: np.ndarray, mode: str = "eager") -> tuple[np.ndarray, ...]:
     """The port's outputs on ``x`` (inference), as NumPy arrays."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        _bound_jax_programs(layer, "forward", np.shape(x))
     if mode == "eager":
         return tuple(_numpy(y) for y in as_tuple(layer(x)))
-    backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
@@ -178,6 +205,7 @@ def _vjp_jax(layer, x, cotangents, variables, mode):
     import jax
     import jax.numpy as jnp
 
+    _bound_jax_programs(layer, "vjp", np.shape(x))
     trainable = list(layer.trainable_variables)
     index = {id(v): i for i, v in enumerate(trainable)}
     missing = [v for v in variables if id(v) not in index]
@@ -263,6 +291,8 @@ def train_step(layer, x: np.ndarray, loss_of, variables: Sequence, optimizer):
     elif backend == "jax":
         import jax
 
+        # A fresh function each step: a program of its own whatever the shape.
+        _bound_jax_programs(layer, "train", (np.shape(x), next(_train_steps)))
         trainable = list(layer.trainable_variables)
         index = {id(v): i for i, v in enumerate(trainable)}
         trainable_values, non_trainable_values = _values(layer)
