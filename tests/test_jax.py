@@ -1,6 +1,5 @@
 """What a long run on JAX needs (skipped on the other backends)."""
 
-import jax
 import keras
 import pytest
 
@@ -19,6 +18,8 @@ def test_compiled_programs_are_dropped_before_they_exhaust_the_memory_maps(monke
     65,530: two random-seed runs of the parity properties aborted on JAX after about 820
     examples. Past ``JAX_PROGRAMS_KEPT`` new shapes every program is dropped, and the
     examples after it compile again and pass."""
+    import jax  # installed only where Keras runs on it
+
     cleared = []
     clear_caches = jax.clear_caches
     monkeypatch.setattr(jax, "clear_caches", lambda: (cleared.append(True), clear_caches()))
