@@ -1,10 +1,12 @@
 """Outputs, vector-Jacobian products and training steps of a Keras port, through the
 backend's own autodiff (the Keras side of ``parity.framework``).
 
-TensorFlow: ``tf.GradientTape``; JAX: ``jax.vjp`` over ``Layer.stateless_call``; PyTorch:
-``torch.autograd``. ``mode`` picks how the port runs: ``eager`` everywhere, ``function``
-(``tf.function``) and ``xla`` (``tf.function(jit_compile=True)``) on TensorFlow, ``jit``
-(``jax.jit``) on JAX. Compiled functions are kept per layer and retrace per input shape.
+TensorFlow: ``tf.GradientTape``; JAX: ``jax.vjp`` over the layer called in a
+``keras.StatelessScope`` (:func:`stateless_call`); PyTorch: ``torch.autograd``. ``mode``
+picks how the port runs: ``eager`` everywhere, ``function`` (``tf.function``) and ``xla``
+(``tf.function(jit_compile=True)``) on TensorFlow, ``jit`` (``jax.jit``) on JAX. Compiled
+functions are kept per layer and retrace per input shape; on JAX all are dropped every
+``JAX_PROGRAMS_KEPT`` new shapes.
 """
 
 from __future__ import annotations
