@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 
 from parity.assertions import assert_training_parity
+from parity.replay import Origin
 from parity.spec import CAM, HEAD, PAM
 from parity.strategies import Example
 from parity.training import OPTIMIZERS, SGD, trainable
@@ -42,7 +43,8 @@ def test_a_module_whose_call_takes_no_training_argument_trains(pair):
 def test_a_head_that_leaves_training_to_keras_trains_like_the_reference(port):
     """Keras gives ``training`` to the layers a call calls (on JAX, ``Layer.stateless_call``
     crashed the first and ran the second's BatchNorm on its moving statistics)."""
+    origin = Origin(port=f"{port.__module__}:{port.__name__}")  # a failure replays this port
     report = assert_training_parity(
-        replace(HEAD, make_port=port), Example(2, 32, 3, 2, 0.7, 1), SGD
+        replace(HEAD, make_port=port, origin=origin), Example(2, 32, 3, 2, 0.7, 1), SGD
     )
     assert "after[conv5a.1.running_var]" in {c.name for c in report.comparisons}
