@@ -26,6 +26,7 @@ from parity.ports import (
     PortInstance,
     describe_error,
     instantiate,
+    tensorflow_named,
 )
 from parity.rounding import UNIT_ROUNDOFF, Float32RoundingNoise
 from parity.spec import ModulePair
@@ -260,8 +261,13 @@ class Checker:
         an instance built for this one, with the same weights loaded. When the fresh one
         does better (runs where the other crashed, passes where it failed), the port pins
         the shape of its first build (``input_spec``, static reshapes): it is said in a note,
-        and from then on each shape gets its own instance.
+        and from then on each shape gets its own instance. A crash inside TensorFlow on
+        another Keras backend raises PortNeedsTensorFlow: the check cannot run here.
         """
+        with tensorflow_named(self.framework.backend):
+            return self._check_reusing(example, **options)
+
+    def _check_reusing(self, example: Example, **options) -> ExampleReport:
         reused = self._layer_ports.get(example.channels)
         shape = _port_shape(example.shape, self.pair.data_format)
         if self.one_instance_per_shape or reused is None or reused.built_for == shape:

@@ -9,10 +9,14 @@ weights is named here for what it is, by an exception type carrying its data.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import itertools
 import re
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -148,6 +152,60 @@ class ModuleNotDetected(PortError):
         )
 
 
+class PortNeedsTensorFlow(PortLoadError):
+    """The port calls TensorFlow while Keras runs on another backend, whose tensors
+    TensorFlow's functions cannot take (JAX's tracers, PyTorch tensors that need gradients):
+    it cannot run here, whatever its math, and the error TensorFlow raises says nothing of
+    it. ``call``: the port's line that called TensorFlow, ``backend``: Keras' backend."""
+
+    def __init__(self, call: str, backend: str):
+        self.call, self.backend = call, backend
+        super().__init__(
+            f"the port calls TensorFlow ({call}), whose functions cannot take the {backend} "
+            "backend's tensors: check it with KERAS_BACKEND=tensorflow, or write it with "
+            "keras.ops"
+        )
+
+
+def tensorflow_call(error: BaseException) -> str | None:
+    """Where the code that raised ``error`` called into TensorFlow ('file:line: code'),
+    or None if the error did not pass through TensorFlow."""
+    frames = traceback.extract_tb(error.__traceback__)
+    for caller, callee in itertools.pairwise(frames):
+        if _in_tensorflow(callee.filename) and not _in_tensorflow(caller.filename):
+            code = f": {caller.line.strip()}" if caller.line else ""
+            return f"{Path(caller.filename).name}:{caller.lineno}{code}"
+    return None
+
+
+def _in_tensorflow(filename: str) -> bool:
+    return "tensorflow" in Path(filename).parts
+
+
+@contextlib.contextmanager
+def tensorflow_named(backend: str) -> Iterator[None]:
+    """A crash inside TensorFlow on another Keras backend becomes PortNeedsTensorFlow (exit
+    status 2: the check cannot run here), not a verdict on the port. Keras' traceback
+    filtering is off meanwhile: it drops TensorFlow's frames, the ones that say so."""
+    if backend == "tensorflow":
+        yield
+        return
+    import keras
+
+    filtering = keras.config.is_traceback_filtering_enabled()
+    keras.config.disable_traceback_filtering()
+    try:
+        yield
+    except PortCrashed as crash:
+        call = tensorflow_call(crash.__cause__ or crash)
+        if call is None:
+            raise
+        raise PortNeedsTensorFlow(call, backend) from crash
+    finally:
+        if filtering:
+            keras.config.enable_traceback_filtering()
+
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _OP_DETAIL = re.compile(r"\}\}\s*(.*?)\s*\[Op:")
 
@@ -227,4 +285,6 @@ def instantiate(factory: Callable, channels: int, x: np.ndarray) -> PortInstance
     the port's framework (``parity.framework``)."""
     from parity.framework import port_framework
 
-    return port_framework().build(factory, channels, x)
+    framework = port_framework()
+    with tensorflow_named(framework.backend):
+        return framework.build(factory, channels, x)

@@ -19,7 +19,7 @@ import numpy as np
 
 from parity.engine import Checker, ExampleReport, check_shapes, judge
 from parity.layout import from_data_format
-from parity.ports import PortCrashed
+from parity.ports import PortCrashed, tensorflow_named
 from parity.strategies import Example
 
 ADAM_EPSILON = 1e-3
@@ -107,7 +107,8 @@ class TrainingChecker:
         data = self.checker.example_data(example)
         truth = self.run_reference(example, data, "float64", optimizer)
         reference = self.run_reference(example, data, "float32", optimizer)
-        port = self.run_port(example, data, optimizer)
+        with tensorflow_named(self.checker.framework.backend):
+            port = self.run_port(example, data, optimizer)
         check_shapes(truth, port, self.pair.data_format)
         comparisons, _ = judge(
             truth,

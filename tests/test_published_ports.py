@@ -10,6 +10,7 @@ CAM bug, and two bugs no hypothesis covers (said to be unexplained, nothing name
 
 import json
 
+import keras
 import pytest
 
 from tests.helpers import run_cli as run
@@ -154,3 +155,22 @@ def test_weight_map_errors_list_the_attribute_paths(workdir, capsys):
     assert status == 2
     known = ["gamma", "k/kernel", "k/bias", "q/kernel", "q/bias", "v/kernel", "v/bias"]
     assert f"(known: {known})" in err
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() == "tensorflow", reason="TensorFlow's functions take its tensors"
+)
+def test_a_port_that_calls_tensorflow_is_told_to_run_on_tensorflow(workdir, capsys):
+    """On another backend TensorFlow raises on the backend's tensors, with a message that
+    names neither (PyTorch: "Can't call numpy() on Tensor that requires grad"): the check
+    cannot run there, so exit status 2 and the port's line that calls TensorFlow."""
+    argv = ["check", "pam", "--port", f"{PUBLISHED}:PAMPinned", "--examples", "4"]
+    status, out, err = run(argv, capsys)
+    assert status == 2, out + err
+    assert err.strip().splitlines()[-1] == (
+        "parity: error: pam: the port calls TensorFlow (published_ports.py:35: query = "
+        "tf.reshape(self.query_conv(x), (-1, n, c // 8))), whose functions cannot take the "
+        f"{keras.backend.backend()} backend's tensors: check it with KERAS_BACKEND=tensorflow, "
+        "or write it with keras.ops"
+    )
+    assert out == "" and "Traceback" not in err
