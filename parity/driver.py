@@ -216,11 +216,10 @@ def _search(checker, procedure, budget, outcome, listener, before_each) -> None:
     from hypothesis.reporting import with_reporter
 
     from parity.assertions import ParityFailure
-    from parity.ports import PortError, PortLoadError
+    from parity.ports import PortError
 
     failed = []
     raised: list[tuple[Example, PortError]] = []
-    unrunnable: list[PortLoadError] = []  # the check cannot run here: raised after the search
 
     def check(example):
         if before_each is not None:
@@ -259,15 +258,10 @@ def _search(checker, procedure, budget, outcome, listener, before_each) -> None:
     @chosen
     @given(procedure.examples(checker.pair))
     def parity_property(example):
-        if unrunnable:  # no example can run: not a failure for Hypothesis to shrink
-            return
         if not failed and listener is not None:
             listener.tick()
         try:
             report = check(example)
-        except PortLoadError as error:
-            unrunnable.append(error)
-            return
         except (ParityFailure, PortError):
             if not failed:
                 failed.append(True)
@@ -283,8 +277,6 @@ def _search(checker, procedure, budget, outcome, listener, before_each) -> None:
     try:
         with with_reporter(said.append):
             parity_property()
-        if unrunnable:
-            raise unrunnable[0]
     except ParityFailure as failure:
         outcome.counterexample = failure.report.example
     except PortError as error:

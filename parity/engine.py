@@ -264,7 +264,7 @@ class Checker:
         and from then on each shape gets its own instance. A crash inside TensorFlow on
         another Keras backend raises PortNeedsTensorFlow: the check cannot run here.
         """
-        with tensorflow_named(self.framework.backend):
+        with tensorflow_named(self.framework):
             return self._check_reusing(example, **options)
 
     def _check_reusing(self, example: Example, **options) -> ExampleReport:

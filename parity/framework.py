@@ -52,6 +52,10 @@ class Framework(Protocol):
     def weights(self, layer) -> list:
         """Every weight the layer tracks."""
 
+    def full_tracebacks(self) -> AbstractContextManager[None]:
+        """Errors raised meanwhile keep every frame: Keras drops its own and TensorFlow's,
+        and TensorFlow's say that a port on another backend called it."""
+
     def assign(self, variable, value: np.ndarray) -> None: ...
 
     def to_numpy(self, value) -> np.ndarray:

@@ -106,6 +106,16 @@ class KerasFramework:
             keras.config.set_dtype_policy(previous)
 
     @contextlib.contextmanager
+    def full_tracebacks(self):
+        filtering = keras.config.is_traceback_filtering_enabled()
+        keras.config.disable_traceback_filtering()
+        try:
+            yield
+        finally:
+            if filtering:
+                keras.config.enable_traceback_filtering()
+
+    @contextlib.contextmanager
     def dropout_off(self, layer):
         dropouts = [
             sub

@@ -183,27 +183,21 @@ def _in_tensorflow(filename: str) -> bool:
 
 
 @contextlib.contextmanager
-def tensorflow_named(backend: str) -> Iterator[None]:
+def tensorflow_named(framework) -> Iterator[None]:
     """A crash inside TensorFlow on another Keras backend becomes PortNeedsTensorFlow (exit
-    status 2: the check cannot run here), not a verdict on the port. Keras' traceback
-    filtering is off meanwhile: it drops TensorFlow's frames, the ones that say so."""
-    if backend == "tensorflow":
+    status 2: the check cannot run here), not a verdict on the port. ``framework``: the
+    port's (``parity.framework``), its tracebacks kept whole meanwhile."""
+    if framework.backend == "tensorflow":
         yield
         return
-    import keras
-
-    filtering = keras.config.is_traceback_filtering_enabled()
-    keras.config.disable_traceback_filtering()
     try:
-        yield
+        with framework.full_tracebacks():
+            yield
     except PortCrashed as crash:
         call = tensorflow_call(crash.__cause__ or crash)
         if call is None:
             raise
-        raise PortNeedsTensorFlow(call, backend) from crash
-    finally:
-        if filtering:
-            keras.config.enable_traceback_filtering()
+        raise PortNeedsTensorFlow(call, framework.backend) from crash
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -286,5 +280,5 @@ def instantiate(factory: Callable, channels: int, x: np.ndarray) -> PortInstance
     from parity.framework import port_framework
 
     framework = port_framework()
-    with tensorflow_named(framework.backend):
+    with tensorflow_named(framework):
         return framework.build(factory, channels, x)

@@ -107,7 +107,7 @@ class TrainingChecker:
         data = self.checker.example_data(example)
         truth = self.run_reference(example, data, "float64", optimizer)
         reference = self.run_reference(example, data, "float32", optimizer)
-        with tensorflow_named(self.checker.framework.backend):
+        with tensorflow_named(self.checker.framework):
             port = self.run_port(example, data, optimizer)
         check_shapes(truth, port, self.pair.data_format)
         comparisons, _ = judge(
