@@ -173,7 +173,6 @@ def test_argument_errors_are_answered_before_the_frameworks_are_imported(tmp_pat
         print(json.dumps({{"statuses": statuses, "imported": heavy}}))
         """
     )
-    started = time.perf_counter()
     # _prepare needs torch for the checkpoint; the argument-level cases only need the files
     (tmp_path / "R").mkdir()
     (tmp_path / "R" / "cam").write_text("a file")
@@ -184,7 +183,6 @@ def test_argument_errors_are_answered_before_the_frameworks_are_imported(tmp_pat
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     assert answer["imported"] == []
     assert set(answer["statuses"].values()) == {2}, answer
-    assert time.perf_counter() - started < 10
 
 
 def test_version(capsys):

@@ -5,7 +5,8 @@ float32's: the reference runs in float16 (or bfloat16) as its own measure, the f
 few of that dtype's ulps, and the rounding-noise model rounds at its precision. Inputs are
 kept at scales whose Gram matrices stay inside float16's range (CAM's energy at scale 10
 and 576 positions is 57,600, against float16's 65,504). The planted structural bugs are
-still rejected; "attention in float16" is not a bug under a float16 policy.
+still rejected, but for one that bfloat16's 8 bits cannot see (``BELOW_BFLOAT16``);
+"attention in float16" is not a bug under a float16 policy.
 """
 
 from dataclasses import replace
@@ -75,8 +76,24 @@ STRUCTURAL_BUGS = {
 }
 
 
-@pytest.mark.parametrize("precision", PRECISIONS)
-@pytest.mark.parametrize("name", STRUCTURAL_BUGS)
+BELOW_BFLOAT16 = {"cam: attention applied untransposed"}
+"""Bugs whose effect at these scales is about bfloat16's own error, so its policy (16x the
+bfloat16 reference's error, about 6% relative) sees them only where they edge over the
+limit. A and its transpose differ by their rows' softmax normalizers, a few percent: on a
+grid of 3 to 576 positions and scales 0.0125 to 4, the bug's worst ratio was 0.1 to 23
+(limit 16), below 16 at most points; under float16 (8x finer) up to 122. A 100-example
+search missed it in 8 of 40 seeds (float16: found in 2 to 5 examples, 15 of 15 seeds)."""
+
+
+@pytest.mark.parametrize(
+    ("name", "precision"),
+    [
+        (name, precision)
+        for name in STRUCTURAL_BUGS
+        for precision in PRECISIONS
+        if not (precision == "bfloat16" and name in BELOW_BFLOAT16)
+    ],
+)
 def test_planted_bugs_are_rejected_under_mixed_precision(name, precision):
     pair, layer_class = STRUCTURAL_BUGS[name]
     planted = in_range(port_pair(pair, layer_class))
