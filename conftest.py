@@ -23,7 +23,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-from parity.quiet import import_keras_quietly  # noqa: E402
+from parity.backends.quiet import import_keras_quietly  # noqa: E402
 
 import_keras_quietly()
 
@@ -49,7 +49,7 @@ settings.load_profile(os.environ.get("DANET_PARITY_PROFILE", _default))
 # The plugin users install (options --parity-port, ..., the header, the properties); loaded
 # here too where the installed package predates it. Registered once either way: pytest skips
 # a plugin already loaded under this name from the entry point.
-pytest_plugins = ["parity.pytest_plugin"]
+pytest_plugins = ["parity.frontends.pytest.plugin"]
 
 
 def pytest_report_header(config):
@@ -62,7 +62,7 @@ def _release_compiled_code():
     functions) and, on JAX, the compilation caches: a long JAX session on a small machine
     otherwise grows until XLA's compiler dies (seen here: SIGSEGV, SIGABRT)."""
     yield
-    from parity.assertions import checker_for, training_checker_for
+    from parity.run.assertions import checker_for, training_checker_for
 
     checker_for.cache_clear()
     training_checker_for.cache_clear()

@@ -9,7 +9,7 @@ import torch
 from keras import ops
 from torch import nn
 
-from parity.spec import ModulePair, mapped_bindings
+from parity import ModulePair, mapped_bindings
 
 
 class SEBlock(nn.Module):

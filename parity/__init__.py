@@ -11,30 +11,31 @@ import importlib
 
 _HOMES = {
     # describing a pair
-    "ModulePair": "parity.spec",
-    "mapped_bindings": "parity.spec",
-    "with_port": "parity.spec",
-    "random_parameters": "parity.spec",
-    "Example": "parity.strategies",
-    "examples": "parity.strategies",
+    "ModulePair": "parity.core.spec",
+    "mapped_bindings": "parity.core.spec",
+    "with_port": "parity.core.spec",
+    "random_parameters": "parity.core.spec",
+    "Example": "parity.core.strategies",
+    "examples": "parity.core.strategies",
     # checking it
-    "Checker": "parity.engine",
-    "ExampleReport": "parity.engine",
-    "assert_parity": "parity.assertions",
-    "ParityFailure": "parity.assertions",
-    "check_port": "parity.properties",
-    "TolerancePolicy": "parity.compare",
-    "TensorComparison": "parity.compare",
-    "PortError": "parity.ports",
+    "Checker": "parity.run.engine",
+    "ExampleReport": "parity.run.engine",
+    "assert_parity": "parity.run.assertions",
+    "ParityFailure": "parity.core.errors",
+    "check_port": "parity.frontends.pytest.properties",
+    "TolerancePolicy": "parity.core.policy",
+    "TensorComparison": "parity.core.policy",
+    "PortError": "parity.core.errors",
     # where a model first differs, and why
-    "locate": "parity.divergence",
-    "Divergence": "parity.divergence",
+    "locate": "parity.diagnosis.divergence",
+    "Divergence": "parity.diagnosis.divergence",
     # the bundled pairs
-    "pair": "parity.registry",
-    "PairDefinition": "parity.registry",
+    "pair": "parity.core.registry",
+    "PairDefinition": "parity.core.registry",
     # weights
-    "load_state_dict": "parity.layout",
-    "export_state_dict": "parity.layout",
+    "load_state_dict": "parity.backends.weights",
+    "export_state_dict": "parity.backends.weights",
+    "load_keras_weights": "parity.frontends.convert",
 }
 
 __all__ = sorted(_HOMES)

@@ -1,6 +1,6 @@
 """Helpers shared by the tests of the ``parity`` command."""
 
-from parity.cli import main
+from parity.frontends.cli.main import main
 
 
 def run_cli(argv, capsys):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from parity import cli
+from parity.frontends.cli import main as cli
 from tests.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,7 +144,7 @@ def test_bad_input_is_one_line_and_exit_2(case, workdir, monkeypatch, capsys):
     def benchmark_must_not_run(*args, **kwargs):
         raise AssertionError("the benchmark ran before its output path was checked")
 
-    monkeypatch.setattr("parity.bench.run", benchmark_must_not_run)
+    monkeypatch.setattr("parity.frontends.bench.run", benchmark_must_not_run)
     status, out, err = run_cli(argv, capsys)
     assert status == 2, err + out
     assert message in err
@@ -161,7 +161,7 @@ def test_argument_errors_are_answered_before_the_frameworks_are_imported(tmp_pat
         f"""
         import contextlib, io, json, sys
         sys.path.insert(0, {str(ROOT)!r})
-        from parity.cli import main
+        from parity.frontends.cli.main import main
         statuses = {{}}
         for name, argv in {cases!r}.items():
             with contextlib.redirect_stderr(io.StringIO()):
@@ -206,7 +206,7 @@ def test_ctrl_c_during_a_check_is_one_line_and_130(tmp_path):
     run: either way one line). A Ctrl-C that lands in a garbage-collection callback is
     swallowed by Python; the command notices it at the next example."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "parity.cli", "check", "cam", "--examples", "100000"],
+        [sys.executable, "-m", "parity.frontends.cli.main", "check", "cam", "--examples", "100000"],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,

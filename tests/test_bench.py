@@ -12,7 +12,8 @@ import pytest
 from keras import ops
 
 from impl_keras import PositionAttention
-from parity import bench, registry
+from parity.core import registry
+from parity.frontends import bench
 from parity.pairs.danet import counted_flops
 
 
@@ -27,21 +28,23 @@ class ChunkedSoftmaxOverQueries(PositionAttention):
 @pytest.mark.parametrize(("side", "chunk_size"), [(9, 20), (12, 7), (5, 1000)])
 def test_lean_pam_matches_pam_module_in_float64(side, chunk_size):
     """H*W not a multiple of the block (81 = 4*20 + 1, 144 = 20*7 + 4) and one block."""
-    result = bench.lean_parity(side, channels=24, chunk_size=chunk_size)
+    result = bench.lean_parity("pam", side, channels=24, chunk_size=chunk_size)
     assert result["passed"], result
     assert result["ratio"] <= result["allowed_ratio"]
 
 
 def test_lean_parity_rejects_a_wrong_chunked_port():
     layer = ChunkedSoftmaxOverQueries(chunk_size=7)
-    result = bench.lean_parity(12, channels=24, chunk_size=7, layer=layer)
+    result = bench.lean_parity("pam", 12, channels=24, chunk_size=7, layer=layer)
     assert not result["passed"]
     assert result["ratio"] > 1e3
 
 
 def test_lean_parity_refuses_a_truth_that_does_not_fit():
-    with pytest.raises(ValueError, match="256: PAM_Module's float64 attention would take 32 GiB"):
-        bench.lean_parity(256, channels=8)
+    with pytest.raises(
+        ValueError, match="256: the reference's float64 attention would take 32 GiB"
+    ):
+        bench.lean_parity("pam", 256, channels=8)
 
 
 TABLE_ROW = re.compile(
@@ -65,7 +68,10 @@ def test_bench_command_times_every_implementation_of_every_module(tmp_path):
     for shape in shapes:
         argv += ["--shape", ",".join(map(str, shape))]
     result = subprocess.run(
-        [sys.executable, "-m", "parity.cli", *argv], capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "parity.frontends.cli.main", *argv],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
     rows = json.loads(out.read_text())

@@ -10,11 +10,11 @@ from keras.ops import convert_to_numpy as to_numpy
 from safetensors.numpy import load_file
 
 from impl_keras import DANetHead, PositionAttention
-from parity.checkpoint import load_keras_weights
-from parity.cli import main
-from parity.compare import compare
-from parity.layout import nchw_to_nhwc, nhwc_to_nchw
-from parity.spec import random_parameters
+from parity.core.layout import nchw_to_nhwc, nhwc_to_nchw
+from parity.core.policy import compare
+from parity.core.spec import random_parameters
+from parity.frontends.cli.main import main
+from parity.frontends.convert import load_keras_weights
 from reference_torch import DANetHead as TorchHead
 from reference_torch import PAM_Module
 from tests.helpers import run_cli as run

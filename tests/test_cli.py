@@ -7,10 +7,11 @@ import sys
 import pytest
 import torch
 
-from parity import arguments, cli
-from parity.cli import main
-from parity.frameworks import strict_float32
-from parity.strategies import Example
+from parity.backends.which_keras import strict_float32
+from parity.core.strategies import Example
+from parity.frontends.cli import arguments
+from parity.frontends.cli import main as cli
+from parity.frontends.cli.main import main
 
 
 def exit_status(argv) -> int:
@@ -96,4 +97,4 @@ def test_console_script_is_installed():
         text=True,
         check=True,
     )
-    assert "parity.cli:run" in result.stdout
+    assert "parity.frontends.cli.main:run" in result.stdout

@@ -11,7 +11,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from parity.report import SCHEMA
+from parity.frontends.report import SCHEMA
 from tests.helpers import run_cli as run
 
 PORTS = "tests.power.ports"

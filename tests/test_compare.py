@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from parity.compare import EPS32, TolerancePolicy, compare, describe_failures
+from parity.core.policy import EPS32, TolerancePolicy, compare, describe_failures
 
 
 def tensors(seed=0, shape=(2, 3, 4, 5)):

@@ -12,18 +12,18 @@ import keras
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from torch.nn import functional
 
 from impl_keras import DANet as KerasDANet
 from impl_keras import resize_bilinear_align_corners
-from parity import registry
-from parity.assertions import assert_parity
-from parity.layout import export_state_dict, load_state_dict, nhwc_to_nchw
-from parity.properties import draw_example, property_settings
-from parity.spec import channels_first, random_parameters
-from parity.strategies import Example
+from parity.backends.weights import export_state_dict, load_state_dict
+from parity.core import registry
+from parity.core.layout import nhwc_to_nchw
+from parity.core.spec import channels_first, random_parameters
+from parity.core.strategies import Example
+from parity.frontends.pytest.properties import run_property
+from parity.run.assertions import assert_parity
+from parity.run.driver import Evaluation
 from reference_torch import DANet
 from tests.test_head import ORIGINAL_KEYS as HEAD_KEYS
 
@@ -187,13 +187,12 @@ def test_whole_model_outputs_at_a_larger_size():
     assert [c.name for c in report.comparisons] == ["output[0]", "output[1]", "output[2]"]
 
 
-@settings(property_settings(), max_examples=registry.definition("danet").examples)
-@given(data=st.data())
-def test_whole_model_outputs_match_reference(data):
+def test_whole_model_outputs_match_reference():
     """The registered pair's property, at its own example count (an example costs seconds):
     random batch, sides (1 and odd included) and scales; outputs (the fixed examples above
     check every gradient)."""
-    assert_parity(DANET, draw_example(data, DANET), gradients=False)
+    examples = registry.definition("danet").examples
+    run_property(DANET, Evaluation(gradients=False), examples=examples)
 
 
 @pytest.mark.parametrize("backbone", ["resnet50", "resnet101"])

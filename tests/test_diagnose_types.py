@@ -12,13 +12,9 @@ from dataclasses import replace
 import keras
 import pytest
 
-from parity import registry
-from parity.crashes import explain_error
-from parity.diagnose import Diagnoser, diagnose
-from parity.engine import Checker
-from parity.findings import Finding, merge_same_numbers
-from parity.pairs.pam import QUERY_KEY_SWAPPED
-from parity.ports import (
+from parity.backends.torch.variants import compose, pairs, residual_variants
+from parity.core import registry
+from parity.core.errors import (
     FrozenParameter,
     MissingOutputs,
     OutputShapeMismatch,
@@ -27,11 +23,18 @@ from parity.ports import (
     WeightsCreatedPerCall,
     WeightsNotHeld,
 )
-from parity.reassignments import RoleSwap
-from parity.spec import CAM, PAM, with_port
-from parity.strategies import Example
-from parity.variants import compose, pairs, residual_variants
+from parity.core.hypotheses import RoleSwap
+from parity.core.spec import with_port
+from parity.core.strategies import Example
+from parity.diagnosis.crashes import explain_error
+from parity.diagnosis.diagnose import Diagnoser, diagnose
+from parity.diagnosis.findings import Finding, merge_same_numbers
+from parity.pairs.pam import QUERY_KEY_SWAPPED
+from parity.run.engine import Checker
 from tests.power import ports, published_ports
+
+CAM = registry.pair("cam")
+PAM = registry.pair("pam")
 
 # Batch 2, H != W, H*W and channels off multiples of 8.
 EXAMPLE = Example(batch=2, channels=12, height=3, width=5, scale=1.0, seed=4)

@@ -7,11 +7,13 @@ from dataclasses import replace
 
 import pytest
 
-from parity.divergence import locate
-from parity.engine import Checker
-from parity.spec import HEAD
-from parity.strategies import Example
+from parity.core import registry
+from parity.core.strategies import Example
+from parity.diagnosis.divergence import locate
+from parity.run.engine import Checker
 from tests.power.head_ports import HeadKerasDefaultEpsilon, HeadNoReLUAfterNorm
+
+HEAD = registry.pair("head")
 
 # Batch 2, H != W, H*W off multiples of 8, channels off multiples of 8 (the head needs 32+).
 EXAMPLE = Example(batch=2, channels=36, height=5, width=3, scale=1.0, seed=3)

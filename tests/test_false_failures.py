@@ -11,13 +11,16 @@ import pytest
 from hypothesis import example, given, settings, target
 from hypothesis import strategies as st
 
-from parity import registry
-from parity.assertions import assert_parity, assert_training_parity, checker_for
-from parity.engine import judge
+from parity.core import registry
+from parity.core.optimizers import ADAM
+from parity.core.spec import channels_first
+from parity.core.strategies import Example, examples
 from parity.pairs.pam import chunked
-from parity.spec import CAM, HEAD, PAM, channels_first
-from parity.strategies import Example, examples
-from parity.training import ADAM
+from parity.run.assertions import assert_parity, assert_training_parity, checker_for
+
+CAM = registry.pair("cam")
+HEAD = registry.pair("head")
+PAM = registry.pair("pam")
 
 HUNT_SHARE = 10
 """A corner example costs about five ordinary ones (H*W up to 576); half as many again keeps
@@ -66,11 +69,10 @@ def test_pam_corner_passes_even_against_an_exact_reference():
     data = checker.example_data(PAM_CORNER)
     truth = checker.run_reference(PAM_CORNER, data, "float64", True)
     port = checker.run_port(PAM_CORNER, data, True)
-    comparisons, floor = judge(
+    comparisons, floor = checker.judge(
         truth,
         truth,
         port,
-        checker.policy,
         lambda: checker.reference_deviations(PAM_CORNER, data, True),
         lambda: checker.run_reference(PAM_CORNER, data, "float64", True),
         seed=PAM_CORNER.seed,

@@ -7,8 +7,9 @@ import torch
 from keras.ops import convert_to_numpy as to_numpy
 
 from impl_keras import DANetHead, TorchBatchNormalization
-from parity.layout import export_state_dict, load_state_dict, nchw_to_nhwc, nhwc_to_nchw
-from parity.spec import random_parameters
+from parity.backends.weights import export_state_dict, load_state_dict
+from parity.core.layout import nchw_to_nhwc, nhwc_to_nchw
+from parity.core.spec import random_parameters
 from reference_torch import DANetHead as TorchHead
 
 CONV_NORM_PARTS = (
@@ -89,7 +90,7 @@ def test_a_full_danet_checkpoint_loads_under_its_prefix():
 
 
 def test_num_batches_tracked_is_refused_unless_ignored():
-    from parity.layout import StateDictMismatchError
+    from parity.core.errors import StateDictMismatchError
 
     with pytest.raises(
         StateDictMismatchError, match=r"unexpected key 'conv5a.1.num_batches_tracked'"

@@ -3,10 +3,12 @@
 import keras
 import pytest
 
-from parity import keras_autodiff
-from parity.engine import Checker
-from parity.spec import PAM
-from parity.strategies import Example
+from parity.backends.keras import autodiff as keras_autodiff
+from parity.core import registry
+from parity.core.strategies import Example
+from parity.run.engine import Checker
+
+PAM = registry.pair("pam")
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "jax", reason="JAX's compiled programs (KERAS_BACKEND=jax)"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from parity.frameworks import uses_keras2_api
+from parity.backends.which_keras import uses_keras2_api
 from tests.helpers import run_cli as run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,11 +22,15 @@ KERAS2 = "tests.power.keras2_ports"
 
 
 def parity(*args, cwd=ROOT, script=None):
-    """``parity check ARGS`` in a fresh process: ``python -m parity.cli``, or ``script``
-    (a stand-in for the installed entry point) run from its own folder."""
+    """``parity check ARGS`` in a fresh process: ``python -m parity.frontends.cli.main``, or
+    ``script`` (a stand-in for the installed entry point) run from its own folder."""
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     env["PYTHONPATH"] = str(ROOT)
-    command = [sys.executable, str(script)] if script else [sys.executable, "-m", "parity.cli"]
+    command = (
+        [sys.executable, str(script)]
+        if script
+        else [sys.executable, "-m", "parity.frontends.cli.main"]
+    )
     return subprocess.run(
         [*command, "check", *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env
     )
@@ -55,7 +59,7 @@ def test_faithful_keras2_port_passes_from_the_installed_script(tmp_path):
     (tmp_path / "my_danet.py").write_text((ROOT / "tests/power/keras2_ports.py").read_text())
     script = tmp_path / "bin" / "parity"
     script.parent.mkdir()
-    script.write_text("import sys\nfrom parity.cli import main\nsys.exit(main())\n")
+    script.write_text("import sys\nfrom parity.frontends.cli.main import main\nsys.exit(main())\n")
     result = parity(
         "pam", "--port", "my_danet:PAM_Module", "--examples", "6", cwd=tmp_path, script=script
     )

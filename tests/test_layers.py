@@ -10,8 +10,9 @@ from keras.ops import convert_to_numpy as to_numpy
 
 from impl_keras import ChannelAttention, DANetHead, PositionAttention
 from impl_keras.attention import _PointwiseConv
-from parity.framework import as_tuple
-from parity.layout import load_state_dict, nchw_to_nhwc, nhwc_to_nchw
+from parity.backends.protocol import as_tuple
+from parity.backends.weights import load_state_dict
+from parity.core.layout import nchw_to_nhwc, nhwc_to_nchw
 from reference_torch import CAM_Module, PAM_Module
 
 LAYERS = [PositionAttention, ChannelAttention]

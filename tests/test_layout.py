@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 from keras.ops import convert_to_numpy as to_numpy
 
 from impl_keras import ChannelAttention, PositionAttention
-from parity import layout
-from parity.layout import StateDictMismatchError, export_state_dict, load_state_dict
+from parity.backends.weights import export_state_dict, load_state_dict
+from parity.core import layout
+from parity.core.errors import StateDictMismatchError
 from reference_torch import CAM_Module, PAM_Module
 
 

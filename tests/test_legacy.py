@@ -22,7 +22,7 @@ def parity(*args):
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     env["PYTHONPATH"] = str(ROOT)
     return subprocess.run(
-        [sys.executable, "-m", "parity.cli", "check", *args],
+        [sys.executable, "-m", "parity.frontends.cli.main", "check", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

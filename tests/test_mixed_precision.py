@@ -16,13 +16,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import parity.strategies as pst
-from parity.assertions import ParityFailure, assert_report
-from parity.engine import Checker
-from parity.spec import CAM, HEAD, PAM
-from parity.strategies import Example
+import parity.core.strategies as pst
+from parity.core import registry
+from parity.core.errors import ParityFailure
+from parity.core.strategies import Example
+from parity.run.assertions import assert_report
+from parity.run.engine import Checker
 from tests.power import head_ports, ports
 from tests.power.test_planted_bugs import BUGS, counterexample, port_pair
+
+CAM = registry.pair("cam")
+HEAD = registry.pair("head")
+PAM = registry.pair("pam")
 
 PRECISIONS = ["float16", "bfloat16"]
 SAFE_SCALE = 1.0

@@ -10,14 +10,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from keras.ops import convert_to_numpy as to_numpy
 
-import parity.strategies as pst
+import parity.core.strategies as pst
 from impl_keras import ChannelAttention, DANetHead, PositionAttention
-from parity.assertions import assert_report
-from parity.engine import Checker
-from parity.framework import as_tuple, port_framework
+from parity.backends.protocol import as_tuple, port_framework
+from parity.core import registry
+from parity.core.strategies import Example
 from parity.pairs.pam import chunked
-from parity.spec import CAM, HEAD, PAM
-from parity.strategies import Example
+from parity.run.assertions import assert_report
+from parity.run.engine import Checker
+
+CAM = registry.pair("cam")
+HEAD = registry.pair("head")
+PAM = registry.pair("pam")
 
 MODES = port_framework().modes
 

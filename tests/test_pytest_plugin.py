@@ -76,7 +76,7 @@ def make_pam(channels):
 """
 
 THREE_LINE_TEST = """
-from parity.properties import check_port
+from parity import check_port
 
 
 def test_our_pam_matches_danet():
@@ -131,7 +131,7 @@ def test_plugin_runs_the_properties_against_a_port_from_an_installed_wheel(tmp_p
         env=env,
     ).stdout
     assert where.startswith(str(site)), where  # the wheel, not this checkout
-    assert "parity.pytest_plugin" in where
+    assert "parity.frontends.pytest.plugin" in where
 
     result = subprocess.run(
         [
@@ -150,5 +150,7 @@ def test_plugin_runs_the_properties_against_a_port_from_an_installed_wheel(tmp_p
     assert "5 examples per property" in out and "torch " in out and "keras " in out
     assert "2 failed, 1 passed" in out
     for prop in ("outputs", "gradients"):
-        assert f"FAILED parity/properties.py::test_{prop}_match_reference[pam]" in out
+        assert (
+            f"FAILED parity/frontends/pytest/properties.py::test_{prop}_match_reference[pam]" in out
+        )
     assert "Replay: parity check pam --port my_port:make_pam --example " in out

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import parity.pairs
-from parity import registry
-from parity.arguments import build_parser
+from parity.core import registry
+from parity.frontends.cli.arguments import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ def test_importing_the_pairs_imports_no_framework():
         f"""
         import json, sys
         sys.path.insert(0, {str(ROOT)!r})
-        from parity import registry
+        from parity.core import registry
         registry.definitions()
         print(json.dumps(sorted(m for m in ("tensorflow", "torch", "keras", "jax")
                                 if m in sys.modules)))

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from matplotlib.axes import Axes
 
-from parity.compare import compare
-from parity.engine import ExampleReport
-from parity.report import draw_pictures
-from parity.strategies import Example
+from parity.core.policy import compare
+from parity.core.strategies import Example
+from parity.frontends.report import draw_pictures
+from parity.run.engine import ExampleReport
 from tests.helpers import run_cli
 
 

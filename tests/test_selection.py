@@ -3,7 +3,8 @@ is the command's one line."""
 
 import pytest
 
-from parity.selection import Selection, SelectionError, select_pairs
+from parity.core.errors import CannotCheck
+from parity.frontends.cli.selection import Selection, select_pairs
 
 
 def test_registered_pairs_in_order_and_a_size_variant():
@@ -24,6 +25,6 @@ def test_registered_pairs_in_order_and_a_size_variant():
         (Selection(modules=("pam",), port="tests.power.nowhere:PAM"), "tests.power.nowhere"),
     ],
 )
-def test_what_selects_nothing_is_a_selection_error(selection, message):
-    with pytest.raises(SelectionError, match=message):
+def test_what_selects_nothing_cannot_be_checked(selection, message):
+    with pytest.raises(CannotCheck, match=message):
         select_pairs(selection)

@@ -1,6 +1,6 @@
 """Training mode: BatchNorm on batch statistics and one optimizer step match the reference.
 
-Dropout is off on both sides (see parity.training); every parameter after the step and
+Dropout is off on both sides (see parity.run.training); every parameter after the step and
 every BatchNorm running statistic after the batch are compared, with the outputs and loss.
 """
 
@@ -9,12 +9,17 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings
 
-from parity.assertions import assert_training_parity
-from parity.replay import Origin
-from parity.spec import CAM, HEAD, PAM
-from parity.strategies import Example
-from parity.training import OPTIMIZERS, SGD, trainable
+from parity.core import registry
+from parity.core.optimizers import OPTIMIZERS, SGD
+from parity.core.replay import Origin
+from parity.core.strategies import Example
+from parity.run.assertions import assert_training_parity
+from parity.run.training import trainable
 from tests.power.head_ports import HeadTrainingFromContext, HeadTrainingNotPassedOn
+
+CAM = registry.pair("cam")
+HEAD = registry.pair("head")
+PAM = registry.pair("pam")
 
 # BatchNorm needs two values per channel to train on.
 TRAINING_EXAMPLES = HEAD.examples().filter(trainable)

@@ -1,6 +1,6 @@
 """Each known trap predicts what Keras computes when the trap is sprung: the prediction (from
-``parity.traps``, in PyTorch) against the trapped Keras layer itself, and against the faithful
-PyTorch layer, which it must not match (else it could name nothing)."""
+``parity.backends.torch.traps``, in PyTorch) against the trapped Keras layer itself, and against the
+faithful PyTorch layer, which it must not match (else it could name nothing)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from parity.layout import nchw_to_nhwc, nhwc_to_nchw
-from parity.traps import traps_for
+from parity.backends.torch.traps import traps_for
+from parity.core.layout import nchw_to_nhwc, nhwc_to_nchw
 
 RNG = np.random.default_rng(0)
 

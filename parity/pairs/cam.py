@@ -8,11 +8,11 @@ matrix of the channels, turned into ``softmax(rowmax - energy)``, mixes the chan
 
 from __future__ import annotations
 
-from parity.layout import SCALAR, Binding
+from parity.backends.torch.variants import stepped
+from parity.core.layout import SCALAR, Binding
+from parity.core.registry import BenchSpec, CheckpointSpec, PairDefinition
+from parity.core.sizes import ModuleSize
 from parity.pairs.pam import ROLES
-from parity.registry import BenchSpec, CheckpointSpec, PairDefinition
-from parity.sizes import ModuleSize
-from parity.variants import stepped
 
 SIZE = ModuleSize(1, lambda b, c, h, w: b * c * c)  # (B, C, C) attention
 
@@ -125,8 +125,8 @@ def _reference(channels: int):
 
 def build():
     from impl_keras import ChannelAttention
-    from parity.layout import register_bindings
-    from parity.spec import ModulePair
+    from parity.core.layout import register_bindings
+    from parity.core.spec import ModulePair
 
     register_bindings(ChannelAttention)(bindings)
     return ModulePair(

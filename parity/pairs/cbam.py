@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from functools import cache
 
-from parity.layout import CONV_KERNEL, Binding
-from parity.registry import BenchSpec, CheckpointSpec, PairDefinition, PlantedBug
-from parity.sizes import ModuleSize
-from parity.variants import stepped
+from parity.backends.torch.variants import stepped
+from parity.core.layout import CONV_KERNEL, Binding
+from parity.core.registry import BenchSpec, CheckpointSpec, PairDefinition, PlantedBug
+from parity.core.sizes import ModuleSize
 
 REDUCTION = 4
 """The reduction ratio the suite checks (the paper's is 16): hidden widths from 1 to 12
@@ -320,8 +320,8 @@ def _port(channels: int):
 
 
 def build():
-    from parity.layout import register_bindings
-    from parity.spec import ModulePair
+    from parity.core.layout import register_bindings
+    from parity.core.spec import ModulePair
 
     register_bindings(port_class())(bindings)
     return ModulePair(

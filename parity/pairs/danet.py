@@ -13,10 +13,16 @@ from __future__ import annotations
 
 from functools import cache, partial
 
-from parity.layout import batch_norm_bindings, bindings_for, conv_bindings, prefixed
-from parity.registry import BenchSpec, BenchVariant, CheckpointSpec, PairDefinition, SizeVariant
-from parity.replay import Origin
-from parity.sizes import ModuleSize
+from parity.core.layout import batch_norm_bindings, bindings_for, conv_bindings, prefixed
+from parity.core.registry import (
+    BenchSpec,
+    BenchVariant,
+    CheckpointSpec,
+    PairDefinition,
+    SizeVariant,
+)
+from parity.core.replay import Origin
+from parity.core.sizes import ModuleSize
 
 TEST_WIDTH = 2
 TEST_BLOCKS = (1, 1, 2, 2)
@@ -42,7 +48,7 @@ SIZE = ModuleSize(
 
 
 def signal_preserving_parameters(module, rng):
-    """``parity.spec.random_parameters``, with the bias-free convolutions (every backbone
+    """``parity.core.spec.random_parameters``, with the bias-free convolutions (every backbone
     convolution, the head's conv-norm blocks) drawn at He's scale (variance 2 / fan_in) and
     BatchNorm's weight in NORM_WEIGHT and bias in +-NORM_BIAS.
 
@@ -54,7 +60,7 @@ def signal_preserving_parameters(module, rng):
     """
     import numpy as np
 
-    from parity.spec import random_parameters
+    from parity.core.spec import random_parameters
 
     state = random_parameters(module, rng)
     parameters = dict(module.named_parameters())
@@ -121,7 +127,7 @@ def make_port(channels: int):
 def _images(max_side: int):
     """Examples of RGB images: batch 1 or 2, sides from 1 to ``max_side`` (odd ones too:
     how the strided layers round is checked), scales from MIN_SCALE."""
-    from parity.strategies import examples
+    from parity.core.strategies import examples
 
     return examples(
         min_channels=INPUT_CHANNELS,
@@ -142,9 +148,9 @@ def _check_input_channels(channels: int) -> None:
 def build():
     from impl_keras import DANet as KerasDANet
     from impl_keras.resnet import DilatedResNet as KerasDilatedResNet
-    from parity.layout import register_bindings
-    from parity.registry import pair
-    from parity.spec import ModulePair
+    from parity.core.layout import register_bindings
+    from parity.core.registry import pair
+    from parity.core.spec import ModulePair
 
     pair("head")  # the head's bindings, registered
     register_bindings(KerasDilatedResNet)(resnet_bindings)
@@ -176,7 +182,7 @@ def _original_blocks() -> dict[str, tuple[int, ...]]:
 def _sizes_from_state(read) -> dict:
     """The network a state_dict holds: its classes, stem, width and blocks per stage, read
     off the keys (``pretrained.layer3.22.conv1.weight``: 23 blocks in layer3, ResNet-101)."""
-    from parity.checkpoint import CheckpointError
+    from parity.core.errors import CheckpointError
 
     def has(key: str) -> bool:
         try:
@@ -205,7 +211,7 @@ def _sizes_from_state(read) -> dict:
 def _sizes_from_keras(kernels) -> dict:
     """The same, read off a .weights.h5 file's kernels: the original depths only (the file
     names a stage's blocks by creation order, which does not split 16 blocks into stages)."""
-    from parity.checkpoint import CheckpointError
+    from parity.core.errors import CheckpointError
 
     by_total = {sum(b): (name, b) for name, b in _original_blocks().items()}
     kernels("stem")  # refused, in one line, when the file has no stem: not a DANet
@@ -312,7 +318,7 @@ def _full_pair(backbone: str):
     narrow one: the same bindings, weights and policy."""
     from dataclasses import replace
 
-    from parity.registry import pair
+    from parity.core.registry import pair
 
     return replace(
         pair("danet"),

@@ -3,16 +3,16 @@
 Fu et al., "Dual Attention Network for Scene Segmentation", CVPR 2019: two branches of
 conv-BatchNorm-ReLU blocks around PAM and CAM on C/4 channels, summed, and three 1x1
 classifiers (fused, position branch, channel branch). Checked in evaluation mode here; in
-training mode by ``parity.training``.
+training mode by ``parity.run.training``.
 """
 
 from __future__ import annotations
 
-from parity.layout import Binding, batch_norm_bindings, conv_bindings, prefixed
+from parity.backends.torch.variants import Variant
+from parity.core.layout import Binding, batch_norm_bindings, conv_bindings, prefixed
+from parity.core.registry import BenchSpec, CheckpointSpec, PairDefinition
+from parity.core.sizes import ModuleSize
 from parity.pairs import cam, pam
-from parity.registry import BenchSpec, CheckpointSpec, PairDefinition
-from parity.sizes import ModuleSize
-from parity.variants import Variant
 
 SIZE = ModuleSize(32, lambda b, c, h, w: b * ((h * w) ** 2 + (c // 4) ** 2))
 """PAM and CAM on C // 4 channels, and PAM needs 8 of them."""
@@ -122,9 +122,9 @@ def _port(channels: int, classes: int | None = None):
 
 def build():
     from impl_keras import DANetHead
-    from parity.layout import register_bindings
-    from parity.spec import ModulePair
-    from parity.strategies import examples
+    from parity.core.layout import register_bindings
+    from parity.core.spec import ModulePair
+    from parity.core.strategies import examples
 
     pam.PAIR.pair, cam.PAIR.pair  # noqa: B018 -- the attention layers' bindings, registered
     register_bindings(DANetHead)(bindings)

@@ -10,10 +10,17 @@ from __future__ import annotations
 
 from functools import cache
 
-from parity.layout import SCALAR, Binding, conv_bindings
-from parity.registry import BenchSpec, CheckpointSpec, PairDefinition
-from parity.sizes import ModuleSize
-from parity.variants import Variant, nchw_buffer_written_as_nhwc, nhwc_buffer_read_as_nchw, stepped
+import numpy as np
+
+from parity.backends.torch.variants import (
+    Variant,
+    nchw_buffer_written_as_nhwc,
+    nhwc_buffer_read_as_nchw,
+    stepped,
+)
+from parity.core.layout import SCALAR, Binding, conv_bindings
+from parity.core.registry import BenchSpec, CheckpointSpec, LeanBench, PairDefinition
+from parity.core.sizes import ModuleSize
 
 ROLES = (
     ("query", frozenset({"query", "q"})),
@@ -155,7 +162,7 @@ VARIANTS = (
 
 def role_swaps():
     """Query and key held the other way round: the same numbers as ``QUERY_KEY_SWAPPED``."""
-    from parity.reassignments import RoleSwap
+    from parity.core.hypotheses import RoleSwap
 
     return (
         RoleSwap(
@@ -185,8 +192,8 @@ def _reference(channels: int):
 
 def build():
     from impl_keras import PositionAttention
-    from parity.layout import register_bindings
-    from parity.spec import ModulePair
+    from parity.core.layout import register_bindings
+    from parity.core.spec import ModulePair
 
     register_bindings(PositionAttention)(bindings)
     return ModulePair(
@@ -207,11 +214,32 @@ def chunked():
     block whenever H*W is not a multiple of 7."""
     from dataclasses import replace
 
+    return replace(PAIR.pair, name="pam-chunked", make_port=lambda channels: _lean_port(7))
+
+
+def _lean_port(chunk_size: int):
+    """The memory-lean PAM: attention in blocks of ``chunk_size`` query positions."""
     from impl_keras import PositionAttention
 
-    return replace(
-        PAIR.pair, name="pam-chunked", make_port=lambda channels: PositionAttention(chunk_size=7)
-    )
+    return PositionAttention(chunk_size=chunk_size)
+
+
+def soft_attention_parameters(module, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A PAM state_dict whose attention rows are soft at any size: query and key entries of
+    standard deviation (C/8)**-0.25 / sqrt(C) give energies of about unit spread on a
+    unit-variance input, where the softmax is tested rather than one-hot. ``gamma`` is
+    non-zero, so that the attention path is what is compared."""
+    state = {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}
+    channels = state["value_conv.weight"].shape[1]
+    spread = {"query_conv": (channels // 8) ** -0.25, "key_conv": (channels // 8) ** -0.25}
+    for conv in ("query_conv", "key_conv", "value_conv"):
+        weight = state[f"{conv}.weight"]
+        state[f"{conv}.weight"] = (
+            rng.standard_normal(weight.shape) * spread.get(conv, 1.0) / np.sqrt(channels)
+        )
+        state[f"{conv}.bias"] = rng.uniform(-0.5, 0.5, state[f"{conv}.bias"].shape)
+    state["gamma"] = rng.uniform(0.5, 2.0, state["gamma"].shape)
+    return {k: v.astype(np.float32) for k, v in state.items()}
 
 
 def flops(shape) -> float:
@@ -228,7 +256,11 @@ PAIR = PairDefinition(
     size=SIZE,
     build=build,
     more_ports=lambda: (chunked(),),
-    bench=BenchSpec(shapes=((1, 512, 64, 64), (1, 512, 96, 96), (4, 512, 32, 32)), flops=flops),
+    bench=BenchSpec(
+        shapes=((1, 512, 64, 64), (1, 512, 96, 96), (4, 512, 32, 32)),
+        flops=flops,
+        lean=LeanBench(make_port=_lean_port, randomize=soft_attention_parameters),
+    ),
     checkpoint=CheckpointSpec(
         from_state=lambda read: {"channels": read("value_conv.weight", 0)},
         from_keras=lambda kernel: {"channels": kernel("value_conv")[2]},

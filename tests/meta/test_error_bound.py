@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from parity.error_bound import NoErrorRule, RunningErrorBound
-from parity.rounding import EPS32
+from parity.backends.torch.error_bound import RunningErrorBound
+from parity.core.errors import NoErrorRule
+from parity.core.policy import EPS32
 
 
 def float32_sums(terms: np.ndarray) -> dict[str, float]:

@@ -5,11 +5,13 @@ import math
 import numpy as np
 import torch
 
-from parity.compare import EPS32
-from parity.engine import Checker
-from parity.rounding import Float32RoundingNoise
-from parity.spec import PAM
-from parity.strategies import Example
+from parity.backends.torch.rounding import Float32RoundingNoise
+from parity.core import registry
+from parity.core.policy import EPS32
+from parity.core.strategies import Example
+from parity.run.engine import Checker
+
+PAM = registry.pair("pam")
 
 
 def test_exact_operations_are_left_exact():

@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-import parity.strategies as pst
-from parity.engine import Checker
-from parity.spec import CAM
-from parity.strategies import Example
+import parity.core.strategies as pst
+from parity.core import registry
+from parity.core.strategies import Example
+from parity.run.engine import Checker
+
+CAM = registry.pair("cam")
 
 DRAWS = 1000  # the first few hundred of a derandomized run lean to small, simple examples
 

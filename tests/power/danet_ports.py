@@ -24,7 +24,7 @@ from keras import ops
 
 from impl_keras import DANet
 from impl_keras.resnet import Bottleneck, DilatedResNet, TorchConv2D
-from parity.layout import CONV_KERNEL, Binding, bindings_for
+from parity.core.layout import CONV_KERNEL, Binding, bindings_for
 from parity.pairs.danet import TEST_BLOCKS, TEST_CLASSES, TEST_WIDTH
 from tests.power.ports import RESHAPED_KERNEL
 

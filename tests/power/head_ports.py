@@ -10,7 +10,7 @@ from keras import ops
 
 from impl_keras import DANetHead
 from impl_keras.head import ConvNormReLU
-from parity.layout import Binding, bindings_for
+from parity.core.layout import Binding, bindings_for
 from parity.pairs.head import out_channels as head_out_channels
 
 BLOCKS = ("conv5a", "conv5c", "conv51", "conv52")

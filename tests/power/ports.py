@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from keras import ops
 
 from impl_keras import ChannelAttention, PositionAttention
-from parity.layout import CONV_KERNEL, Binding, Layout, bindings_for
+from parity.core.layout import CONV_KERNEL, Binding, Layout, bindings_for
 
 
 def _positions(x):

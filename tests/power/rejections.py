@@ -4,15 +4,15 @@ A check that fails for another reason than the bug (the harness crashed, the con
 refused the weights, a tensor the bug cannot touch is off) has not seen the bug: counting
 it as power would let a broken harness pass the power tests. Each planted bug declares its
 rejection, and the power tests accept that one only, judged on the driver's outcome
-(``parity.driver.Outcome``): its confirmed counterexample and its failure.
+(``parity.run.driver.Outcome``): its confirmed counterexample and its failure.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from parity.driver import Outcome
-from parity.ports import PortError
+from parity.core.errors import PortError
+from parity.run.driver import Outcome
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,18 @@
 """The suite's power on the whole DANet: each planted trap is rejected where it acts and
 passes where it provably cannot act (so the rejection comes from the trap), and the first
-divergence (``parity.divergence``) names the module where it acts and the trap. Forward
+divergence (``parity.diagnosis.divergence``) names the module where it acts and the trap. Forward
 only: cheaper, and every trap here changes the outputs."""
 
 from dataclasses import replace
 
 import pytest
 
-from parity.assertions import ParityFailure, assert_parity
-from parity.divergence import locate
-from parity.engine import Checker
-from parity.registry import pair
-from parity.strategies import Example
+from parity.core.errors import ParityFailure
+from parity.core.registry import pair
+from parity.core.strategies import Example
+from parity.diagnosis.divergence import locate
+from parity.run.assertions import assert_parity
+from parity.run.engine import Checker
 from tests.power import danet_ports
 
 EVEN = Example(2, 3, 12, 16, 1.0, 0)  # the stem's input and output (6x8) have even sides

@@ -8,19 +8,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from parity.assertions import assert_parity, assert_training_parity, checker_for
-from parity.compare import describe_failures
-from parity.diagnose import diagnose
-from parity.driver import Budget, TrainingStep, find_counterexample
-from parity.layout import StateDictMismatchError
-from parity.ports import OutputShapeMismatch
-from parity.reassignments import BATCH_NORM_STATISTICS
-from parity.spec import CAM, HEAD, PAM, ModulePair
-from parity.strategies import Example, examples
-from parity.training import OPTIMIZERS
+from parity.core import registry
+from parity.core.errors import OutputShapeMismatch, StateDictMismatchError
+from parity.core.hypotheses import BATCH_NORM_STATISTICS
+from parity.core.optimizers import OPTIMIZERS
+from parity.core.policy import describe_failures
+from parity.core.spec import ModulePair
+from parity.core.strategies import Example, examples
+from parity.diagnosis.diagnose import diagnose
+from parity.run.assertions import assert_parity, assert_training_parity, checker_for
+from parity.run.driver import Budget, TrainingStep, find_counterexample
 from tests.power import head_ports, ports
 from tests.power.rejections import ParityFailureOn, Raises, Rejection
 
+CAM = registry.pair("cam")
+HEAD = registry.pair("head")
+PAM = registry.pair("pam")
 # A bug in the attention reaches every tensor, but which ones show it depends on the
 # example (at small input scales attention rows are near uniform and only gradients
 # differ): any may fail, except what the bug provably leaves exact.

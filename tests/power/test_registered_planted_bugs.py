@@ -5,12 +5,12 @@ rejected here: it fails the test."""
 
 import pytest
 
-from parity import registry
-from parity.assertions import checker_for
-from parity.diagnose import diagnose
-from parity.driver import Budget, find_counterexample
-from parity.replay import Origin
-from parity.spec import with_port
+from parity.core import registry
+from parity.core.replay import Origin
+from parity.core.spec import with_port
+from parity.diagnosis.diagnose import diagnose
+from parity.run.assertions import checker_for
+from parity.run.driver import Budget, find_counterexample
 
 PLANTED = {
     f"{definition.name}: {bug.name}": (definition, bug)
@@ -31,7 +31,6 @@ def failing_report(pair):
     return outcome.report
 
 
-@pytest.mark.filterwarnings("ignore:You are using a softmax over axis")
 @pytest.mark.parametrize("name", PLANTED)
 def test_planted_bug_is_rejected_and_named(name):
     definition, bug = PLANTED[name]

@@ -1,0 +1,252 @@
+"""Which weight of a port holds which parameter of the reference.
+
+In this order: an explicit map (JSON: ``{"query_conv.weight": "q/kernel", ...}``); then
+names, where they say it (the words of the pair's roles, for DANet query/q, key/k, value/v,
+gamma/alpha/beta/scale; kernel/weight, bias; case and separators ignored); then the order
+the port created its weights in, among weights whose shapes fit. The layout of each pair
+(conv kernel, dense kernel, vector, scalar) follows from the two shapes. Port weights are
+named by the attribute paths their author wrote (``q/kernel`` for ``self.q = Conv2D(...)``),
+the same in every instance.
+
+A reference bias the port lacks (``use_bias=False``) does not stop the check: it is held at
+zero in the reference and reported; the map declares such an absence with ``null``
+(``{"query_conv.bias": null}``). Whatever else stays unmapped is an error that lists both
+sides, and says in words when the port is another architecture.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+import numpy as np
+
+from parity.core.errors import UnmappedWeights, WeightMapError
+from parity.core.layout import Binding, infer_layout, variable_path
+
+Roles = tuple[tuple[str, frozenset[str]], ...]
+"""``((role, words), ...)``: the words weight names use for each parameter role of a pair
+(``("query", frozenset({"query", "q"}))``); a pair supplies its own (``ModulePair.roles``)."""
+
+_KINDS = {"weight": {"weight", "kernel", "w"}, "bias": {"bias", "b"}}
+
+
+def _tokens(name: str) -> list[str]:
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
+    return [t for t in re.split(r"[^a-z0-9]+", spaced.lower()) if t]
+
+
+def _role_and_kind(name: str, roles: Roles = ()) -> tuple[str | None, str | None]:
+    tokens = _tokens(name)
+    if not tokens:
+        return None, None
+    kind = next((k for k, words in _KINDS.items() if tokens[-1] in words), None)
+    owner = tokens[:-1] if kind else tokens
+    joined = "".join(owner)
+    roles = {
+        role
+        for role, words in roles
+        if any(t in words for t in owner) or any(len(w) > 1 and w in joined for w in words)
+    }
+    return (roles.pop() if len(roles) == 1 else None), kind
+
+
+def name_role(name: str, roles: Roles = ()) -> tuple[str | None, str | None]:
+    """('query', 'weight') for a port weight 'q/kernel'; (None, 'bias') for 'conv2d/bias'."""
+    return _role_and_kind(name, roles)
+
+
+def reference_role(key: str, roles: Roles = ()) -> tuple[str | None, str | None]:
+    """('query', 'weight') for 'query_conv.weight'; ('gamma', None) for 'gamma'."""
+    return _role_and_kind(key, roles)
+
+
+def read_weight_map(path: str | Path) -> dict[str, str | None]:
+    """Reference parameter -> port weight path; ``null`` declares a parameter the port does
+    not have (a bias under ``use_bias=False``)."""
+    try:
+        mapping = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise WeightMapError(f"cannot read --weight-map {path}: {error.strerror}") from error
+    except json.JSONDecodeError as error:
+        raise WeightMapError(f"--weight-map {path} is not valid JSON: {error}") from error
+    if not isinstance(mapping, dict) or not all(
+        isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in mapping.items()
+    ):
+        raise WeightMapError(
+            f"--weight-map {path} must be a JSON object of reference parameter -> port weight "
+            'path (null: the port has none), e.g. {"query_conv.weight": "q/kernel", '
+            '"query_conv.bias": null}'
+        )
+    return mapping
+
+
+class Bindings(list):
+    """The bindings, and the reference parameters the port has no counterpart for: held at
+    zero in the reference (``absent``), of which ``declared`` the user said so."""
+
+    def __init__(self, bindings=(), absent=(), declared=()):
+        super().__init__(bindings)
+        self.absent = tuple(absent)
+        self.declared = tuple(declared)
+
+    @property
+    def undeclared(self) -> tuple[str, ...]:
+        return tuple(k for k in self.absent if k not in self.declared)
+
+
+def _port_name(weight) -> str:
+    return variable_path(weight)
+
+
+def map_weights(
+    reference: Mapping[str, tuple[int, ...]],
+    port_weights: list,
+    explicit: Mapping[str, str | None] | None = None,
+    name_of=None,
+    declared_absent: tuple[str, ...] = (),
+    roles: Roles = (),
+) -> Bindings:
+    """Bind every reference parameter to one port weight, or raise UnmappedWeights listing
+    both sides.
+
+    ``reference`` maps parameter names to shapes (reference order); ``port_weights`` are
+    Keras variables in creation order; ``name_of(weight)`` is the name matched against the
+    reference's (default: the weight's path). An explicit map names those paths (or full
+    ones), or ``None`` for a parameter the port does not have. Biases the port lacks are
+    returned as ``absent`` rather than refused. ``roles``: the pair's words for its
+    parameters' roles (without them, names decide nothing).
+    """
+    name_of = name_of or _port_name
+    by_path = {_port_name(w): w for w in port_weights}
+    by_path.update({name_of(w): w for w in port_weights})
+    explicit = dict(explicit or {})
+    declared = {k for k, v in explicit.items() if v is None}
+    declared |= {k for k in reference if any(fnmatchcase(k, p) for p in declared_absent)}
+    explicit = {k: v for k, v in explicit.items() if v is not None}
+    unknown_keys = sorted((set(explicit) | {k for k in declared}) - set(reference))
+    unknown_paths = sorted(set(explicit.values()) - set(by_path))
+    if unknown_keys or unknown_paths:
+        known_paths = [name_of(w) for w in port_weights]
+        raise WeightMapError(
+            "the weight map names "
+            + "; ".join(
+                part
+                for part in (
+                    f"reference parameters that do not exist: {unknown_keys} "
+                    f"(known: {list(reference)})"
+                    if unknown_keys
+                    else "",
+                    f"port weights that do not exist: {unknown_paths} (known: {known_paths})"
+                    if unknown_paths
+                    else "",
+                )
+                if part
+            )
+        )
+    bindings: dict[str, Binding] = {}
+    taken: set[int] = set()
+    problems = []
+
+    def bind(key, weight):
+        layout = infer_layout(reference[key], tuple(weight.shape))
+        if layout is None:
+            return False
+        bindings[key] = Binding(key, weight, layout)
+        taken.add(id(weight))
+        return True
+
+    for key, path in explicit.items():
+        if not bind(key, by_path[path]):
+            problems.append(
+                f"weight map: {key!r} {tuple(reference[key])} cannot be held by "
+                f"{path!r} {tuple(by_path[path].shape)}"
+            )
+    wanted = [k for k in reference if k not in declared]
+    for key in wanted:
+        if key in bindings:
+            continue
+        role, kind = reference_role(key, roles)
+        candidates = [
+            w
+            for w in port_weights
+            if id(w) not in taken
+            and role is not None
+            and _role_and_kind(name_of(w), roles) == (role, kind)
+        ]
+        if len(candidates) == 1:
+            bind(key, candidates[0])
+    # One-element parameters (gamma) last, so that they cannot take a one-element bias.
+    for key in sorted(wanted, key=lambda k: int(np.prod(reference[k])) == 1):
+        if key in bindings:
+            continue
+        for weight in port_weights:
+            if id(weight) not in taken and bind(key, weight):
+                break
+    missing = [k for k in wanted if k not in bindings]
+    extra = [w for w in port_weights if id(w) not in taken and w.trainable]
+    biases = [k for k in missing if reference_role(k)[1] == "bias"]
+    if not problems and not extra and missing == biases:
+        bound = [bindings[k] for k in wanted if k in bindings]
+        return Bindings(
+            bound,
+            [k for k in reference if k in declared or k in missing],
+            [k for k in reference if k in declared],
+        )
+    lines = [
+        *problems,
+        "reference parameters with no counterpart: "
+        + ", ".join(f"{k} {tuple(reference[k])}" for k in missing),
+        "port weights left over: "
+        + (", ".join(f"{name_of(w)} {tuple(w.shape)}" for w in extra) or "none"),
+    ]
+    message = "cannot map the reference's weights onto the port: " + "; ".join(lines)
+    structure = describe_structure(reference, missing, extra, name_of, roles)
+    raise UnmappedWeights(
+        f"{structure} ({message})" if structure else message,
+        missing=missing,
+        left_over=[name_of(w) for w in extra],
+    )
+
+
+def describe_structure(reference, missing, extra, name_of, roles: Roles = ()) -> str:
+    """In words, when the unmapped weights show another architecture: convolutions whose
+    output channels differ from the reference's, or BatchNorm layers it does not have."""
+    parts = []
+    by_role = {}
+    for weight in extra:
+        role, kind = _role_and_kind(name_of(weight), roles)
+        if kind == "weight" and len(weight.shape) in (2, 4):
+            by_role.setdefault(role, weight)
+    for key in missing:
+        role, kind = reference_role(key, roles)
+        weight = by_role.get(role)
+        if kind != "weight" or weight is None or len(reference[key]) != 4:
+            continue
+        out_ref, in_ref = reference[key][:2]
+        out_port = int(weight.shape[-1])
+        if out_port != out_ref:
+            parts.append(
+                f"its {role} is a {in_ref} -> {out_port} convolution ({name_of(weight)}) where "
+                f"the reference's {key.rsplit('.', 1)[0]} maps {in_ref} -> {out_ref} channels"
+            )
+    norms = sorted(
+        {
+            name_of(w).rsplit("/", 1)[0]
+            for w in extra
+            if _tokens(name_of(w))[-1] in {"gamma", "beta", "mean", "variance"}
+            and len(w.shape) == 1
+            and int(w.shape[0]) > 1
+        }
+    )
+    if norms:
+        parts.append(
+            f"it has normalisation layers the reference does not ({', '.join(norms)}: BatchNorm, "
+            "usually with an activation after it)"
+        )
+    if not parts:
+        return ""
+    return "another architecture, not a port of this module: " + "; ".join(parts)
