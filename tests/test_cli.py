@@ -51,6 +51,24 @@ def test_no_tf32_is_set_before_the_check_and_kept_in_the_replay(monkeypatch, cap
     assert replay.endswith(f"parity check danet {flags}")
 
 
+def test_the_factor_sets_the_policy_and_is_kept_in_the_replay_and_the_report(tmp_path, capsys):
+    """``--factor`` is the policy the verdict used: a factor far below what float32 errs
+    fails the faithful CAM, its table says the factor, its replay repeats it, and the
+    report records the whole policy."""
+    import json
+
+    assert (
+        main(["check", "cam", "--examples", "3", "--factor", "1e-3", "--report", str(tmp_path)])
+        == 1
+    )
+    out = capsys.readouterr().out
+    assert "at most 0.001x the reference's own" in out
+    assert "--factor 0.001 --example " in out
+    report = json.loads((tmp_path / "cam" / "report.json").read_text())
+    assert report["policy"]["factor"] == 1e-3 and report["policy"]["unit"] > 0
+    assert main(["check", "cam", "--examples", "3", "--factor", "16"]) == 0
+
+
 def test_strict_float32_sets_every_switch(monkeypatch):
     monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "1")
     monkeypatch.delenv("JAX_DEFAULT_MATMUL_PRECISION", raising=False)
@@ -76,12 +94,22 @@ def test_strict_float32_sets_every_switch(monkeypatch):
         (["bench", "--shape", "1,2,3"], "expected B,C,H,W: four positive whole numbers"),
         (["bench", "pam", "--shape", "1,4,3,3"], "pam needs at least 8 channels, got 4"),
         (["bench", "mam"], "unknown module 'mam'"),
+        (["check", "cam", "--factor", "0"], "must be a positive finite number, got '0'"),
+        (["check", "cam", "--factor", "x"], "expected a number, got 'x'"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_clear_line(argv, message, capsys):
     assert exit_status(argv) == 2
     err = capsys.readouterr().err
     assert message in err
+    assert "Traceback" not in err
+
+
+def test_an_unknown_framework_name_is_one_line_and_exit_2(monkeypatch, capsys):
+    monkeypatch.setenv("DANET_PARITY_FRAMEWORK", "flax")
+    assert exit_status(["check", "cam", "--example", "2,3,3,1,1.0,0"]) == 2
+    err = capsys.readouterr().err
+    assert "DANET_PARITY_FRAMEWORK=flax: expected one of ['keras', 'tf_keras']" in err
     assert "Traceback" not in err
 
 
