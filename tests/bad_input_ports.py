@@ -28,3 +28,32 @@ def pam_returning_a_shape(channels):
         return keras.ops.shape(x)  # a tuple of ints, not a tensor
 
     return pam
+
+
+def pam_in_pytorch(channels):
+    """The reference itself handed over as the port."""
+    from reference_torch import PAM_Module
+
+    return PAM_Module(channels)
+
+
+def _cam_returning(transform):
+    from impl_keras import ChannelAttention
+
+    class Transformed(ChannelAttention):
+        def call(self, inputs):
+            return transform(super().call(inputs))
+
+    return Transformed()
+
+
+def cam_returning_int32(channels):
+    return _cam_returning(lambda out: ops.cast(out * 100, "int32"))
+
+
+def cam_returning_float16(channels):
+    return _cam_returning(lambda out: ops.cast(out, "float16"))
+
+
+def cam_returning_nan(channels):
+    return _cam_returning(lambda out: out * float("nan"))

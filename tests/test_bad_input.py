@@ -32,6 +32,8 @@ def _prepare(workdir: Path) -> None:
         json.dumps({"query_conv.weight": "query/kernel", "key_conv.weight": "query/kernel"})
     )
     torch.save({"value_conv.weight": torch.zeros(16)}, workdir / "flat.pth")
+    (workdir / "empty.pth").write_bytes(b"")
+    torch.save(torch.nn.Conv2d(16, 2, 1), workdir / "model.pth")  # a whole module pickled
 
 
 # argv -> a part of the one line the command must print
@@ -120,10 +122,41 @@ CASES = {
         "sends both query_conv.weight and key_conv.weight to the port weight 'query/kernel'",
     ),
     "unknown module": (["check", "sam"], "unknown module 'sam'"),
+    "--example and --examples": (
+        ["check", "cam", "--example", "2,3,3,1,1.0,0", "--examples", "5"],
+        "give either --example (one example, checked as it is) or --examples N",
+    ),
+    "--report empty": (["check", "cam", "--report", ""], "--report needs a path, got ''"),
+    "port given as a file path": (
+        ["check", "pam", "--port", "./my_port.py:make"],
+        "did you mean --port my_port:make?",
+    ),
+    "port module that exits when imported": (
+        ["check", "pam", "--port", "tests.bad_input_exits:make"],
+        "called sys.exit(0): is it a script rather than the module that holds the port?",
+    ),
+    "factory returning a PyTorch module": (
+        ["check", "pam", "--port", f"{PORTS}:pam_in_pytorch"],
+        "the factory returned a PyTorch module (PAM_Module, a torch.nn.Module)",
+    ),
+    "absent naming no parameter": (
+        ["check", "pam", "--port", "tests.power.ports:PAMEinsum", "--absent", "nothing.*"],
+        "--absent nothing.* names no parameter of the reference",
+    ),
+    "convert an empty checkpoint": (
+        ["convert", "empty.pth", "pam.weights.h5", "--module", "pam"],
+        "empty.pth is empty",
+    ),
+    "convert a pickled model": (
+        ["convert", "model.pth", "pam.weights.h5", "--module", "pam"],
+        "not a state_dict of tensors",
+    ),
     "no command": ([], "the following arguments are required: command"),
 }
 ARGUMENT_LEVEL = [
-    name for name in CASES if not name.startswith(("factory", "weight map", "convert with"))
+    name
+    for name in CASES
+    if not name.startswith(("factory", "weight map", "convert with", "port", "absent", "convert a"))
 ]
 
 
@@ -151,6 +184,41 @@ def test_bad_input_is_one_line_and_exit_2(case, workdir, monkeypatch, capsys):
     assert len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err + out
     assert "tensor" not in out  # no check ran
+
+
+@pytest.mark.parametrize(
+    ("backend", "message"),
+    [
+        ("tensorflw", "KERAS_BACKEND=tensorflw: Keras has no such backend; expected one of"),
+        ("openvino", "KERAS_BACKEND=openvino: openvino is not installed here (pip install"),
+    ],
+)
+def test_a_keras_backend_that_cannot_run_is_one_line_and_exit_2(
+    backend, message, monkeypatch, capsys
+):
+    monkeypatch.setenv("KERAS_BACKEND", backend)
+    status, out, err = run_cli(["check", "cam", "--example", "2,3,3,1,1.0,0"], capsys)
+    assert (status, len(err.strip().splitlines())) == (2, 1), err
+    assert message in err and "Traceback" not in err + out
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        ("cam_returning_int32", "output: the port returns int32, not a floating-point type"),
+        ("cam_returning_float16", "output: the port returns float16, narrower than float32"),
+        ("cam_returning_nan", "elements of the port's result are NaN or infinite"),
+    ],
+)
+def test_outputs_the_policy_cannot_judge_are_named_for_what_they_are(
+    factory, message, workdir, capsys
+):
+    """The port is wrong (exit 1), and the line says how: its outputs' type, or NaN."""
+    argv = ["check", "cam", "--port", f"{PORTS}:{factory}", "--examples", "5"]
+    status, out, err = run_cli(argv, capsys)
+    assert status == 1, err + out
+    assert message in out, out
+    assert "Traceback" not in err + out
 
 
 def test_argument_errors_are_answered_before_the_frameworks_are_imported(tmp_path):

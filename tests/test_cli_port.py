@@ -39,6 +39,7 @@ BUGS = {
     ),
     f"{PORTS}:PAMGammaUnused": ("pam", {"gamma not loaded"}),
     f"{PORTS}:PAMNamesSwapped": ("pam", {"query and key swapped"}),
+    f"{PORTS}:PAMDropoutLeftOn": ("pam", {"nondeterministic outputs"}),
     f"{PORTS}:CAMReadsNHWCAsNCHW": ("cam", {"NHWC read as NCHW"}),
     f"{PORTS}:CAMSoftmaxWrongAxis": ("cam", {"softmax over the wrong axis"}),
     f"{PORTS}:CAMAttentionUntransposed": ("cam", {"attention applied transposed"}),
@@ -82,6 +83,8 @@ FAITHFUL = {
     f"{PORTS}:PAMRowChunked": "pam",
     f"{PORTS}:CAMEinsum": "cam",
     f"{PORTS}:CAMSoftmaxOfNegativeEnergy": "cam",
+    f"{PORTS}:CAMShiftedByRowMean": "cam",
+    f"{PORTS}:CAMShiftedByGlobalMax": "cam",
     f"{BLOG}:pam_function": "pam",
     f"{BLOG}:cam_function": "cam",
 }
@@ -115,6 +118,7 @@ def test_planted_bug_is_rejected_with_its_diagnosis(port, workdir, capsys):
     named = [h["hypothesis"] for h in diagnosis["hypotheses"] if h["explains"]]
     assert named and named[0] in expected, out
     assert "Minimal counterexample:" in out and "Replay: parity check" in out
+    assert "passes when checked as" not in out  # a bug, not the other data format
     if port not in REPLAYED:
         return  # the driver printed the counterexample only once it had replayed it
     replay = next(line for line in out.splitlines() if line.startswith("Replay: "))
@@ -122,6 +126,20 @@ def test_planted_bug_is_rejected_with_its_diagnosis(port, workdir, capsys):
     assert status == 1, replayed  # the printed counterexample fails again, for the same cause
     cause = next(line for line in out.splitlines() if line.startswith("Diagnosis:"))
     assert cause in replayed.splitlines(), replayed
+
+
+def test_a_faithful_channels_first_port_checked_as_channels_last_is_told_the_flag(workdir, capsys):
+    """Read as NHWC, a faithful NCHW port fails on every tensor; the verdict stays "fail"
+    (the check as asked fails), and a note gives the flag and the command that passes."""
+    port = f"{PORTS}:pam_channels_first"
+    status, out, _ = run(["check", "pam", "--port", port, "--examples", "10"], capsys)
+    assert status == 1, out
+    note = next(line for line in out.splitlines() if "passes when checked as" in line)
+    assert note.startswith("Note: the port passes when checked as channels_first"), note
+    command = note[note.index("parity check") :]
+    assert "--data-format channels_first" in command
+    status, passed, _ = run(command.removeprefix("parity ").split(), capsys)
+    assert status == 0, passed
 
 
 def test_a_failure_that_does_not_replay_is_not_printed_as_a_counterexample(workdir, capsys):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from parity.backends.which_keras import uses_keras2_api
+from parity.backends.which_keras import uses_keras2_api, uses_tf_keras
 from tests.helpers import run_cli as run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,16 +52,40 @@ def test_keras2_code_is_told_from_keras3_code(source, keras2):
     assert uses_keras2_api(source) is keras2
 
 
+@pytest.mark.parametrize(
+    ("source", "tf_keras"),
+    [
+        ("import tensorflow as tf\nconv = tf.keras.layers.Conv2D(8, 1)", True),
+        ("from tensorflow import keras\nconv = keras.layers.Conv2D(8, 1)", True),
+        ("from tensorflow.keras.layers import Layer", True),
+        ("import keras\n# ported from a tf.keras version\nconv = keras.layers.Conv2D(8, 1)", False),
+        ('"""Unlike tf.keras, Keras 3 ..."""\nimport keras', False),
+    ],
+)
+def test_tf_keras_code_is_told_from_a_mention_of_it(source, tf_keras):
+    assert uses_tf_keras(source) is tf_keras
+
+
 @pytest.mark.skipif(importlib.util.find_spec("tf_keras") is None, reason="needs tf-keras")
 def test_faithful_keras2_port_passes_from_the_installed_script(tmp_path):
     """The port's folder is the working directory, not on PYTHONPATH, and the command runs
-    as a script from another folder: detection finds the module all the same."""
-    (tmp_path / "my_danet.py").write_text((ROOT / "tests/power/keras2_ports.py").read_text())
+    as a script from another folder; the factory's module imports the Keras 2 layer from a
+    package of the user's (the usual split: a layers module, a model module) and holds no
+    Keras 2 code itself: detection reads the modules it imports all the same."""
+    (tmp_path / "nets").mkdir()
+    (tmp_path / "nets" / "__init__.py").write_text("")
+    (tmp_path / "nets" / "attention.py").write_text(
+        (ROOT / "tests/power/keras2_ports.py").read_text()
+    )
+    (tmp_path / "my_danet.py").write_text(
+        "from nets.attention import PAM_Module\n\n\ndef make_pam(channels):\n"
+        "    return PAM_Module(channels)\n"
+    )
     script = tmp_path / "bin" / "parity"
     script.parent.mkdir()
     script.write_text("import sys\nfrom parity.frontends.cli.main import main\nsys.exit(main())\n")
     result = parity(
-        "pam", "--port", "my_danet:PAM_Module", "--examples", "6", cwd=tmp_path, script=script
+        "pam", "--port", "my_danet:make_pam", "--examples", "6", cwd=tmp_path, script=script
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "pam: pass" in result.stdout
@@ -95,13 +119,33 @@ def test_keras2_port_without_tf_keras_is_exit_2_with_the_install_command(monkeyp
     assert "Traceback" not in err
 
 
-def test_tf_ops_on_keras_tensors_ask_for_keras_2(capsys):
-    """Keras 3 refuses such a function at trace time: that is the wrong Keras, not a wrong port."""
+@pytest.mark.skipif(importlib.util.find_spec("tf_keras") is None, reason="needs tf-keras")
+def test_a_port_that_fails_under_keras_3_as_keras_2_code_does_is_run_under_tf_keras():
+    """Keras 3 refuses TensorFlow ops on its symbolic tensors at trace time: that is the
+    wrong Keras, not a wrong port. With no flags the command says so and checks the port
+    under tf.keras 2, where it passes; the replay line asks for Keras 2 itself."""
+    port = "tests.power.tf_ops_ports:cam_tf_ops_function"
+    result = parity("cam", "--port", port, "--examples", "6")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith(
+        "Note: the port fails under Keras 3 the way Keras 2 code does (KerasTensor cannot be "
+        "used as input to a TensorFlow function): checked under tf.keras 2"
+    ), result.stdout
+    assert "cam: pass" in result.stdout and "Traceback" not in result.stderr
+
+
+def test_a_keras2_failure_without_tf_keras_is_exit_2_with_the_install_command(monkeypatch, capsys):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "tf_keras" else find_spec(name, *args),
+    )
     port = "tests.power.tf_ops_ports:cam_tf_ops_function"
     status, out, err = run(["check", "cam", "--port", port], capsys)
     assert status == 2, out + err
-    assert "applies TensorFlow ops to Keras tensors, which only Keras 2 allows" in err
-    assert "--keras 2" in err
+    assert "fails under Keras 3 the way Keras 2 code does" in err
+    assert "pip install --no-deps tf-keras~=" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tf_keras") is None, reason="needs tf-keras")

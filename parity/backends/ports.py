@@ -14,6 +14,7 @@ import contextlib
 import importlib
 import itertools
 import re
+import sys
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,9 +23,15 @@ from typing import Any
 import numpy as np
 
 from parity.backends.protocol import PortInstance, port_framework
-from parity.backends.which_keras import keras_resolved_to_tf_keras, working_directory_on_path
+from parity.backends.which_keras import (
+    keras2_sign,
+    keras_resolved_to_tf_keras,
+    legacy_keras_enabled,
+    working_directory_on_path,
+)
 from parity.core import registry
 from parity.core.errors import (
+    Keras2Needed,
     ModuleNotDetected,
     PortCrashed,
     PortLoadError,
@@ -96,11 +103,24 @@ def import_target(target: str, option: str = "--port", what: str = "FACTORY") ->
     module_name, sep, attribute = target.partition(":")
     if not sep or not module_name or not attribute:
         raise PortLoadError(f"{option} expects MODULE:{what}. Received: {target!r}")
+    if module_name.endswith(".py") or "/" in module_name or "\\" in module_name:
+        dotted = ".".join(Path(module_name).with_suffix("").parts).lstrip(".")
+        raise PortLoadError(
+            f"{option} {target}: MODULE is a module name importable from the working "
+            f"directory, not a file path; did you mean {option} {dotted}:{attribute}?"
+        )
     working_directory_on_path()
     try:
-        with keras_resolved_to_tf_keras():
+        with keras_resolved_to_tf_keras(), contextlib.redirect_stdout(sys.stderr):
             module = importlib.import_module(module_name)
+    except SystemExit as error:
+        raise PortLoadError(
+            f"importing module {module_name!r} for {option} {target} called "
+            f"sys.exit({error.code!r}): is it a script rather than the module that holds "
+            "the port? (guard its script part with if __name__ == '__main__':)"
+        ) from None
     except Exception as error:
+        raise_if_keras2(error)
         raise PortLoadError(
             f"cannot import module {module_name!r} for {option} {target}: "
             f"{type(error).__name__}: {error}"
@@ -130,8 +150,20 @@ def instantiate(factory: Callable, channels: int, x: np.ndarray) -> PortInstance
     """Build the port for ``channels`` on an input like ``x`` (in the port's layout), in
     the port's framework (``parity.backends.protocol``)."""
     framework = port_framework()
-    with tensorflow_named(framework):
-        return framework.build(factory, channels, x)
+    try:
+        with tensorflow_named(framework):
+            return framework.build(factory, channels, x)
+    except (PortLoadError, PortCrashed) as error:
+        raise_if_keras2(error)
+        raise
+
+
+def raise_if_keras2(error: BaseException) -> None:
+    """Keras2Needed, from ``error``, where Keras 3 ran the port and it failed the way Keras 2
+    code fails (``which_keras.keras2_sign``)."""
+    sign = None if legacy_keras_enabled() else keras2_sign(error)
+    if sign:
+        raise Keras2Needed(sign) from error
 
 
 # -- a port as a module pair -------------------------------------------------------------

@@ -23,7 +23,6 @@ from pathlib import Path
 # No module-level import of Keras or TensorFlow: the command decides on legacy mode first.
 
 LEGACY_ENV = "TF_USE_LEGACY_KERAS"
-_LEGACY_SOURCE = re.compile(r"\b(tf\.keras|tensorflow\.keras|tf_keras)\b")
 
 KERAS3_BACKEND = frozenset(
     {
@@ -50,6 +49,55 @@ KERAS2_MODULES = ("keras.engine", "keras.layers.core", "keras.layers.merge", "ke
 """Standalone Keras 2 module paths that Keras 3 does not have."""
 
 
+KERAS_BACKENDS = {
+    "tensorflow": "tensorflow-cpu",
+    "jax": "jax",
+    "torch": "torch",
+    "numpy": "numpy",
+    "openvino": "openvino",
+}
+"""Keras 3's backends, and the package each needs (what to install when it is missing)."""
+
+
+def keras_backend_problem() -> str:
+    """What is wrong with ``KERAS_BACKEND`` ("" if nothing): a name Keras does not know, or
+    a backend whose package is not installed. Read before Keras is imported (Keras raises a
+    traceback at import time otherwise)."""
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend not in KERAS_BACKENDS:
+        known = sorted(KERAS_BACKENDS)
+        return f"KERAS_BACKEND={backend}: Keras has no such backend; expected one of {known}"
+    if importlib.util.find_spec(backend) is None:
+        return (
+            f"KERAS_BACKEND={backend}: {backend} is not installed here "
+            f"(pip install {KERAS_BACKENDS[backend]})"
+        )
+    return ""
+
+
+KERAS2_SIGNS = re.compile(
+    r"module 'keras(?:\.src)?\.backend' has no attribute '\w+'"
+    r"|No module named 'keras\.(?:engine|layers\.core|layers\.merge|utils\.np_utils)[\w.]*'"
+    r"|'KerasTensor' object has no attribute 'get_shape'"
+    r"|KerasTensor cannot be used as input to a TensorFlow function"
+)
+"""What Keras 3 raises on Keras 2 code: a removed ``keras.backend`` function, a Keras 2
+module path, ``tensor.get_shape()``, TensorFlow ops applied to symbolic Keras tensors."""
+
+
+def keras2_sign(error: BaseException) -> str | None:
+    """The part of ``error`` (or of an error it was raised from) that Keras 2 code raises
+    under Keras 3, or None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        found = KERAS2_SIGNS.search(str(error))
+        if found:
+            return found.group(0)
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def legacy_keras_enabled() -> bool:
     return os.environ.get(LEGACY_ENV, "").lower() in ("1", "true", "yes")
 
@@ -66,22 +114,99 @@ def working_directory_on_path() -> None:
         sys.path.insert(0, str(Path.cwd()))
 
 
-def _port_source(target: str) -> str | None:
-    """The source of the module of ``[pam=]MODULE:FACTORY``, read, not run."""
+def _module_file(name: str, root: Path) -> Path | None:
+    """The file of module ``name`` under ``root`` (``a/b.py`` or ``a/b/__init__.py``),
+    found without importing anything."""
+    base = root.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_names(tree: ast.AST, package: str) -> set[str]:
+    """The modules a module's source imports (relative imports resolved against
+    ``package``); for ``from a import b`` both ``a`` and ``a.b``, which may be a module."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".") if package else []
+                parts = parts[: len(parts) - node.level + 1] if node.level > 1 else parts
+                base = ".".join([*parts, *([node.module] if node.module else [])])
+            if base:
+                names.add(base)
+            names.update(f"{base}.{alias.name}".lstrip(".") for alias in node.names)
+    return names
+
+
+def _installed_packages() -> set[str]:
+    """Top-level packages of installed distributions (this tool's own among them): not the
+    user's tree, even where they lie in the working directory (an editable install)."""
+    from importlib.metadata import packages_distributions
+
+    return set(packages_distributions())
+
+
+def port_sources(target: str) -> dict[str, str]:
+    """The sources of the module of ``[pam=]MODULE:FACTORY`` and of every module of the
+    user's own tree (found under the working directory, installed packages aside) that it
+    imports, at any depth: read, not run. A port is often split across files (a layer
+    module, a model module that builds it), and which Keras it needs shows in any of them."""
     module = target.partition("=")[-1] if "=" in target.partition(":")[0] else target
     module = module.partition(":")[0]
-    working_directory_on_path()
+    if not module or module.endswith(".py") or "/" in module:
+        return {}
+    root = Path.cwd()
+    installed = _installed_packages() - {module.partition(".")[0]}
+    sources: dict[str, str] = {}
+    pending = [module]
+    while pending:
+        name = pending.pop()
+        path = _module_file(name, root)
+        if name in sources or path is None or name.partition(".")[0] in installed:
+            continue
+        try:
+            source = path.read_text(encoding="utf-8")
+            tree = ast.parse(source)
+        except (OSError, UnicodeDecodeError, SyntaxError):
+            continue
+        sources[name] = source
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        pending += sorted(_imported_names(tree, package) - set(sources))
+    return sources
+
+
+def uses_tf_keras(source: str) -> bool:
+    """Whether code uses tf.keras (``tf.keras.layers``, ``from tensorflow import keras``,
+    ``import tensorflow.keras``, ``tf_keras``), in its code, not its comments or strings."""
     try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        return None
-    try:
-        with open(spec.origin, encoding="utf-8") as handle:
-            return handle.read()
-    except OSError:
-        return None
+        tree = ast.parse(source)
+    except SyntaxError:
+        return False
+    tf_names = {"tensorflow"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name == "tensorflow":
+                    tf_names.add(alias.asname or "tensorflow")
+                if alias.name.startswith(("tensorflow.keras", "tf_keras")):
+                    return True
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module.startswith(("tensorflow.keras", "tf_keras")):
+                return True
+            if node.module == "tensorflow" and any(a.name == "keras" for a in node.names):
+                return True
+    return any(
+        isinstance(node, ast.Attribute)
+        and node.attr == "keras"
+        and isinstance(node.value, ast.Name)
+        and node.value.id in tf_names | {"tf"}
+        for node in ast.walk(tree)
+    )
 
 
 def uses_keras2_api(source: str) -> bool:
@@ -124,10 +249,12 @@ def uses_keras2_api(source: str) -> bool:
 
 
 def looks_legacy(target: str) -> bool:
-    """Whether the module of ``MODULE:FACTORY`` is written against Keras 2: tf.keras, or
-    standalone Keras 2 (read, not run)."""
-    source = _port_source(target)
-    return bool(source) and bool(_LEGACY_SOURCE.search(source) or uses_keras2_api(source))
+    """Whether the port of ``MODULE:FACTORY`` is written against Keras 2: tf.keras, or
+    standalone Keras 2, in its module or any module of the user's tree it imports (read,
+    not run)."""
+    return any(
+        uses_tf_keras(source) or uses_keras2_api(source) for source in port_sources(target).values()
+    )
 
 
 class _KerasAsTfKeras(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -189,15 +316,22 @@ def keras_major(*, keras: str | None, legacy_keras: bool, target: str | None) ->
     return "3"
 
 
-def enable_legacy_keras() -> str:
-    """Hand tf.keras 2 out as tf.keras (and ``keras`` to the port): possible only before
-    TensorFlow is imported. Returns why it cannot ("" once enabled)."""
+def tf_keras_missing() -> str:
+    """Why tf.keras 2 cannot run here, with the install command ("" where it can)."""
     if importlib.util.find_spec("tf_keras") is None:
         return (
             "the port is written for Keras 2, which runs here as tf-keras: install it with "
             f"`pip install --no-deps tf-keras~={_tensorflow_version()}` "
             "(or check it with --keras 3)"
         )
+    return ""
+
+
+def enable_legacy_keras() -> str:
+    """Hand tf.keras 2 out as tf.keras (and ``keras`` to the port): possible only before
+    TensorFlow is imported. Returns why it cannot ("" once enabled)."""
+    if tf_keras_missing():
+        return tf_keras_missing()
     if "tensorflow" in sys.modules and not legacy_keras_enabled():
         return (
             "a Keras 2 port needs TF_USE_LEGACY_KERAS=1 before TensorFlow is imported; "

@@ -68,6 +68,20 @@ class OutputShapeMismatch(PortError):
         )
 
 
+class OutputDtypeMismatch(PortError):
+    """The port returned a tensor of a type the check cannot judge at its precision: not a
+    float (``int32``), or narrower than the precision checked (``float16`` where float32 is
+    checked). ``tensor``, ``dtype`` (the port's) and ``precision`` name it."""
+
+    def __init__(self, tensor: str, dtype: str, precision: str):
+        self.tensor, self.dtype, self.precision = tensor, dtype, precision
+        kind = "not a floating-point type" if "float" not in dtype else f"narrower than {precision}"
+        super().__init__(
+            f"{tensor}: the port returns {dtype}, {kind}, where the reference computes "
+            f"{precision} (a cast, a dtype policy or an integer op inside the port?)"
+        )
+
+
 class MissingOutputs(PortError):
     """The port returned fewer tensors than the reference: ``missing`` names those it did
     not produce, ``produced`` those it did."""
@@ -229,6 +243,20 @@ class CheckpointError(CannotCheck):
 
 class NotWritable(CannotCheck):
     """A path the command cannot write."""
+
+
+class Keras2Needed(CannotCheck):
+    """A port that failed under Keras 3 the way Keras 2 code fails (``sign``: what it
+    raised); the command runs it again under tf.keras 2, which must be chosen before
+    TensorFlow is imported."""
+
+    def __init__(self, sign: str):
+        self.sign = sign
+        super().__init__(
+            f"the port fails under Keras 3 the way Keras 2 code does ({sign}): check it under "
+            "tf.keras 2 (parity check --keras 2, or TF_USE_LEGACY_KERAS=1 before TensorFlow "
+            "is imported)"
+        )
 
 
 class UnknownFramework(CannotCheck):

@@ -52,6 +52,10 @@ GRADIENTS_ONLY = Probe("gradients-only", "bug only in gradients")
 BATCH_LEAK = Probe("batch-leak", "information leaking across the batch")
 """Changing one sample's input moves another sample's output."""
 
+NONDETERMINISTIC = Probe("nondeterministic", "nondeterministic outputs")
+"""The same input and weights give other outputs on the next call (dropout or a random op
+left on): no other hypothesis can be judged on numbers that move."""
+
 PRECISION_LEVEL = Probe("precision-level", "precision-level deviation")
 """Every error is far below a structural bug's, yet above the reference's own."""
 

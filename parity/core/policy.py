@@ -98,6 +98,7 @@ class TensorComparison:
     mismatched: int  # elements whose error exceeds what the policy allows
     scale: float
     passed: bool
+    nonfinite: int = 0  # elements of the port's result that are NaN or infinite
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -193,7 +194,8 @@ def compare(
             )
         scale = scales[name]
         port_diff = np.abs(got - true)
-        if not np.all(np.isfinite(got)):
+        nonfinite = int(np.count_nonzero(~np.isfinite(got)))
+        if nonfinite:
             port_diff = np.where(np.isfinite(got), port_diff, np.inf)
         e_ref = _relative(float(np.max(np.abs(ref - true), initial=0.0)), scale)
         e_floor = max(policy.floor, (floors or {}).get(name, 0.0))
@@ -222,6 +224,7 @@ def compare(
                 mismatched=int(np.count_nonzero(ratios > policy.factor)),
                 scale=scale,
                 passed=bool(ratio <= policy.factor),
+                nonfinite=nonfinite,
             )
         )
     return comparisons
@@ -275,6 +278,13 @@ def describe_failures(comparisons: list[TensorComparison], precision: str = "flo
     lines = []
     for c in comparisons:
         if c.passed:
+            continue
+        if c.nonfinite:
+            lines.append(
+                f"{c.name}: {c.nonfinite} of {int(np.prod(c.shape))} elements of the port's "
+                f"result are NaN or infinite where the truth is finite (the first at index "
+                f"{c.worst_index} of shape {c.shape})"
+            )
             continue
         lines.append(
             f"{c.name}: error {c.relative_error:.3g} of scale {c.scale:.3g} is "

@@ -126,6 +126,12 @@ def map_weights(
     explicit = dict(explicit or {})
     declared = {k for k, v in explicit.items() if v is None}
     declared |= {k for k in reference if any(fnmatchcase(k, p) for p in declared_absent)}
+    matching_nothing = [p for p in declared_absent if not any(fnmatchcase(k, p) for k in reference)]
+    if matching_nothing:
+        raise WeightMapError(
+            f"--absent {matching_nothing[0]} names no parameter of the reference (its "
+            f"parameters: {', '.join(reference)})"
+        )
     explicit = {k: v for k, v in explicit.items() if v is not None}
     unknown_keys = sorted((set(explicit) | {k for k in declared}) - set(reference))
     unknown_paths = sorted(set(explicit.values()) - set(by_path))

@@ -64,6 +64,9 @@ class Diagnoser:
         except PortError:
             pass
         failings = [Failing(r, self.checker.example_data(r.example)) for r in reports]
+        moving = self.trials.nondeterministic(failings[0])
+        if moving is not None:  # no hypothesis can be judged on numbers that move
+            return Diagnosis(True, moving.cause, [moving])
 
         findings = [f for f in (gradients_only(report),) if f is not None]
         findings += self.trials.reassignments(self.reassignments(), failings)

@@ -15,7 +15,7 @@ import numpy as np
 
 from parity.backends.torch.variants import Variant, pairs
 from parity.core.errors import PortError
-from parity.core.hypotheses import BATCH_LEAK, Assigned, Reassignment
+from parity.core.hypotheses import BATCH_LEAK, NONDETERMINISTIC, Assigned, Reassignment
 from parity.core.policy import compare, floor_arguments
 from parity.core.strategies import ExampleData
 from parity.diagnosis.findings import Finding, finding
@@ -122,6 +122,24 @@ class Trials:
                 )
             findings.append(finding(hypothesis, first.cause, results, first.suggestion))
         return findings
+
+    # -- an experiment: the same call twice ------------------------------------------------
+    def nondeterministic(self, failing: Failing) -> Finding | None:
+        """Do two calls on the same input and weights give other outputs?"""
+        example, data = failing.report.example, failing.data
+        first = self.checker.run_port(example, data, gradients=False)
+        second = self.checker.run_port(example, data, gradients=False)
+        moved = max(float(np.max(np.abs(first[k] - second[k]), initial=0.0)) for k in first)
+        scale = max(float(np.max(np.abs(first[k]), initial=0.0)) for k in first) or 1.0
+        if not moved / scale > self.policy.factor * self.policy.floor:
+            return None
+        cause = (
+            f"nondeterministic: two calls on the same input and weights differ by "
+            f"{moved / scale:.2g} of the output's scale: dropout or a random op left on in "
+            "call() (keras.layers.Dropout is turned off for the check; a random op or "
+            "keras.random.dropout in call() is not)"
+        )
+        return Finding(NONDETERMINISTIC, cause, True, math.inf)
 
     # -- an experiment: does sample 0 change sample 1? ------------------------------------
     def batch_leak(self, failing: Failing) -> Finding | None:

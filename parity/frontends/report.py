@@ -45,6 +45,7 @@ _COMPARISON = {
         "mismatched": {"type": "integer", "description": "elements beyond the allowed error"},
         "scale": {"type": "number"},
         "passed": {"type": "boolean"},
+        "nonfinite": {"type": "integer", "description": "NaN or infinite elements of the port's"},
     },
 }
 _EXAMPLE = {

@@ -19,6 +19,7 @@ from parity.backends.torch.rounding import noisy_reruns
 from parity.backends.weights import load_state_dict
 from parity.core.errors import (
     MissingOutputs,
+    OutputDtypeMismatch,
     OutputShapeMismatch,
     PortCrashed,
     PortError,
@@ -208,6 +209,7 @@ class Checker:
         try:
             if not gradients:
                 outputs = self.framework.forward(instance.layer, x, self.mode)
+                check_dtypes(outputs, self.precision)
                 return named_outputs(outputs, lambda y: from_data_format(y, fmt))
 
             def cotangents(outputs):
@@ -227,6 +229,7 @@ class Checker:
                 f"({fmt}): {describe_error(error)}",
                 input_shape=x.shape,
             ) from error
+        check_dtypes(outputs, self.precision)
         results = named_outputs(outputs, lambda y: from_data_format(y, fmt))
         results["grad[input]"] = from_data_format(grad_x, fmt)
         for binding, grad in zip(trained, grads, strict=True):
@@ -348,6 +351,18 @@ def _verdict(outcome) -> str:
     if isinstance(outcome, PortError):
         return "crash"
     return "pass" if outcome.passed else "fail"
+
+
+def check_dtypes(outputs, precision: str) -> None:
+    """Each output is a float at least as wide as the precision checked (bfloat16 counts
+    as 16 bits); raises OutputDtypeMismatch naming the first that is not."""
+    wanted = 4 if precision == "float32" else 2
+    for index, output in enumerate(outputs):
+        dtype = np.asarray(output).dtype
+        floating = np.issubdtype(dtype, np.floating) or dtype.name == "bfloat16"
+        if not floating or dtype.itemsize < wanted:
+            name = "output" if len(outputs) == 1 else f"output[{index}]"
+            raise OutputDtypeMismatch(name, dtype.name, precision)
 
 
 def check_shapes(truth: Results, port: Results, data_format: str) -> None:

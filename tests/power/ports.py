@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import keras
 from keras import ops
 
 from impl_keras import ChannelAttention, PositionAttention
@@ -363,3 +364,31 @@ class CAMSoftmaxOfNegativeEnergy(_CAM):
 
     def attend(self, energy):
         return ops.softmax(-energy, axis=-1)
+
+
+def pam_channels_first(channels):
+    """Faithful, and NCHW: the bundled PAM with data_format="channels_first"."""
+    return PositionAttention(data_format="channels_first")
+
+
+class PAMDropoutLeftOn(_PAM):
+    """Dropout on the attention called in call() itself, where no training flag or Dropout
+    layer turns it off: every call computes another output."""
+
+    def attend(self, energy):
+        return keras.random.dropout(ops.softmax(energy, axis=-1), 0.2)
+
+
+class CAMShiftedByRowMean(_CAM):
+    """Faithful though it looks wrong: softmax(rowmean - E) == softmax(-E) too (a per-row
+    constant), and Keras' softmax subtracts the row's max itself."""
+
+    def attend(self, energy):
+        return ops.softmax(ops.mean(energy, axis=-1, keepdims=True) - energy, axis=-1)
+
+
+class CAMShiftedByGlobalMax(_CAM):
+    """Faithful though it looks wrong: one constant for the whole map shifts every row."""
+
+    def attend(self, energy):
+        return ops.softmax(ops.max(energy, axis=(1, 2), keepdims=True) - energy, axis=-1)

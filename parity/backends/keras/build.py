@@ -99,6 +99,14 @@ def _describe(variable, last: int | None = None) -> str:
     return f"{name} {tuple(variable.shape)}"
 
 
+def _is_torch_module(value) -> bool:
+    """A ``torch.nn.Module``, told by its classes' modules (PyTorch is not imported here)."""
+    return any(
+        cls.__module__.startswith("torch.nn") and cls.__name__ == "Module"
+        for cls in type(value).__mro__
+    )
+
+
 def build(
     factory: Callable, channels: int, x: np.ndarray, api: ModuleType, layers: tuple[type, ...]
 ) -> PortInstance:
@@ -113,6 +121,12 @@ def build(
                 f"the factory raised on channels={channels}: {type(error).__name__}: "
                 f"{describe_error(error)}"
             ) from error
+        if _is_torch_module(port):
+            raise PortLoadError(
+                f"the factory returned a PyTorch module ({type(port).__name__}, a "
+                "torch.nn.Module): --port names the Keras port's factory; the reference is "
+                "the module's own"
+            )
         if isinstance(port, layers):
             _call(port, x, "building")
             layer, from_function = port, False

@@ -22,6 +22,8 @@ def read_torch_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no such checkpoint: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty")
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
@@ -42,11 +44,11 @@ def read_torch_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
             # if it holds anything but tensors, read if it does not.
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    except pickle.UnpicklingError:
         raise CheckpointError(
-            f"refusing to load {path}: it is not a plain tensor checkpoint and may carry code "
-            f"(torch.load with weights_only=True refused it: {first})"
+            f"refusing to load {path}: it holds pickled Python objects (a whole model?), not "
+            "a state_dict of tensors, and may carry code; save the state_dict "
+            "instead: torch.save(model.state_dict(), path)"
         ) from None
     except Exception as error:  # corrupt or truncated files, wrong formats
         raise CheckpointError(f"cannot read {path}: {type(error).__name__}: {error}") from None

@@ -332,6 +332,11 @@ def validate_check(args) -> None:
     are checked once it is imported: check_pairs)."""
     if args.spec and args.modules:
         raise UsageError("give either --spec or module names, not both")
+    if args.example is not None and args.examples is not None:
+        raise UsageError(
+            "give either --example (one example, checked as it is) or --examples N (a "
+            "search of N examples), not both"
+        )
     modules = [] if args.spec else (args.modules or registry.names())
     check_names(tuple(args.modules), args.variant)
     if args.example is not None:

@@ -19,9 +19,15 @@ from dataclasses import replace
 from pathlib import Path
 
 from parity.backends.quiet import SOFTMAX_OVER_ONE, import_keras_quietly
-from parity.backends.which_keras import enable_legacy_keras, fix_threads, strict_float32
+from parity.backends.which_keras import (
+    enable_legacy_keras,
+    fix_threads,
+    keras_backend_problem,
+    strict_float32,
+    tf_keras_missing,
+)
 from parity.core import registry
-from parity.core.errors import CannotCheck
+from parity.core.errors import CannotCheck, Keras2Needed, UsageError
 from parity.frontends.cli.arguments import (
     EXIT_INTERRUPTED,
     EXIT_MISMATCH,
@@ -237,7 +243,31 @@ def _print_failure(pair, args, outcome, checker, out):
         if explanation.divergence is not None:
             print(explanation.divergence.describe(), file=out)
     print(f"Replay: {replay_command(args, pair.name, example)}", file=out)
+    _say_passing_data_format(args, checker, out)
     return diagnosis
+
+
+def _say_passing_data_format(args, checker, out) -> None:
+    """A note where the port passes in the other data format (channels-first read as
+    channels-last is the commonest way to fail everything), with the command that passes."""
+    import argparse
+
+    from parity.diagnosis.data_format import TRIAL_EXAMPLES, passing_data_format
+    from parity.run.driver import procedure_for
+
+    if args.port is None:  # the bundled ports declare their layout
+        return
+    found = passing_data_format(checker, procedure_for(args.train), args.seed)
+    if found is None:
+        return
+    trial, example = found
+    fixed = argparse.Namespace(**{**vars(args), "data_format": trial.data_format})
+    print(
+        f"Note: the port passes when checked as {trial.data_format} ({TRIAL_EXAMPLES} "
+        f"examples): add --data-format {trial.data_format}: "
+        f"{replay_command(fixed, checker.pair.name, example)}",
+        file=out,
+    )
 
 
 # -- bench -------------------------------------------------------------------------------------
@@ -349,6 +379,8 @@ def _main(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     try:
         VALIDATORS[args.command](args)
+        if keras_backend_problem():
+            raise UsageError(keras_backend_problem())
     except CannotCheck as error:
         return _cannot_check(error)
     sys.dont_write_bytecode = True  # a port's module is imported; leave its folder as it was
@@ -374,8 +406,33 @@ def _main(argv: list[str] | None) -> int:
         if args.command == "bench":
             return run_bench(args)
         return _check(args)
+    except Keras2Needed as error:
+        if args.keras or args.legacy_keras:
+            return _cannot_check(error)
+        return _under_tf_keras(argv, error)
     except CannotCheck as error:
         return _cannot_check(error)
+
+
+def _under_tf_keras(argv: list[str] | None, error: Keras2Needed) -> int:
+    """The same command again under tf.keras 2, in a fresh process (tf.keras 2 is chosen
+    before TensorFlow is imported), with a note saying why; or one line and exit 2 where
+    tf-keras is not installed."""
+    import subprocess
+
+    problem = tf_keras_missing()
+    if problem:
+        print(f"parity: error: {error}; {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    argv = sys.argv[1:] if argv is None else argv
+    print(
+        f"Note: the port fails under Keras 3 the way Keras 2 code does ({error.sign}): "
+        "checked under tf.keras 2 (--keras 2 says so up front)",
+        flush=True,
+    )
+    sys.stderr.flush()
+    command = [sys.executable, "-m", "parity", *argv, "--keras", "2"]
+    return subprocess.run(command, stdout=sys.stdout, stderr=sys.stderr).returncode
 
 
 def _cannot_check(error: CannotCheck) -> int:

@@ -37,9 +37,16 @@ def _check_creatable(directory: Path, what: str, path: Path) -> None:
         raise NotWritable(f"cannot write {what} {path}: {problem}")
 
 
+def _check_named(path: str | Path, what: str) -> None:
+    """An empty path would name the working directory: refused, not taken for it."""
+    if not str(path).strip():
+        raise NotWritable(f"{what} needs a path, got {str(path)!r}")
+
+
 def check_directory(path: str | Path, what: str) -> None:
     """``path`` is a directory files can be written in, or one that can be created (parents
     included)."""
+    _check_named(path, what)
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise NotWritable(f"{what} {path} is a file, not a directory")
@@ -49,6 +56,7 @@ def check_directory(path: str | Path, what: str) -> None:
 def check_file(path: str | Path, what: str, *, may_create_parents: bool = False) -> None:
     """A file can be written at ``path`` (replacing one that is there); its directory must
     exist unless ``may_create_parents``."""
+    _check_named(path, what)
     path = Path(path)
     if path.is_dir():
         raise NotWritable(f"{what} {path} is a directory; name a file")

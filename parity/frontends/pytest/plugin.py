@@ -87,9 +87,12 @@ def _load_profile_with(examples: int) -> None:
 
 def _load_port(config):
     from parity.backends.quiet import import_keras_quietly
+    from parity.backends.which_keras import keras_backend_problem
     from parity.core.errors import CannotCheck, PortError
     from parity.frontends.pytest.properties import pairs_under_test
 
+    if keras_backend_problem():
+        raise pytest.UsageError(keras_backend_problem())
     import_keras_quietly()
     try:
         return pairs_under_test(*_options(config))
