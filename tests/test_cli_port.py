@@ -70,7 +70,6 @@ REPLAYED = {
 
 # ports that cannot be compared at all -> what the diagnosis must say
 UNCOMPARABLE = {
-    f"{BLOG}:pam_bare_gamma": "a parameter that is not a tracked weight",
     f"{BLOG}:PAMFreshLayersEachCall": "weights created anew on every call",
     f"{PORTS}:PAMGammaNotTrainable": "a parameter that is not trained",
     f"{PORTS}:PAMAssumesSquareInput": "crashes when H != W",

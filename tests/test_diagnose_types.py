@@ -19,7 +19,6 @@ from parity.core.errors import (
     MissingOutputs,
     OutputShapeMismatch,
     PortCrashed,
-    UntrackedParameter,
     WeightsCreatedPerCall,
     WeightsNotHeld,
 )
@@ -30,6 +29,7 @@ from parity.diagnosis.crashes import explain_error
 from parity.diagnosis.diagnose import Diagnoser, diagnose
 from parity.diagnosis.findings import Finding, merge_same_numbers
 from parity.pairs.pam import QUERY_KEY_SWAPPED
+from parity.run.driver import Budget, find_counterexample
 from parity.run.engine import Checker
 from tests.power import ports, published_ports
 
@@ -69,7 +69,6 @@ def test_a_port_that_returns_another_shape_raises_the_mismatch_with_both_shapes(
     ("pair", "port", "error", "field", "value"),
     [
         (PAM, published_ports.PAMConvsInCall, WeightsCreatedPerCall, "created", None),
-        (CAM, published_ports.CAMBareGamma, UntrackedParameter, "untracked", ["gamma (1,)"]),
         (PAM, ports.PAMGammaNotTrainable, FrozenParameter, "frozen", [("gamma", "gamma")]),
     ],
 )
@@ -84,6 +83,17 @@ def test_weights_the_port_cannot_hold_are_their_own_types(pair, port, error, fie
         assert len(getattr(caught.value, field)) == 6  # query, key, value: kernel and bias
     diagnosis = explain_error(checker, EXAMPLE, caught.value)
     assert diagnosis.restates_error and diagnosis.cause == str(caught.value)
+
+
+def test_a_parameter_in_a_bare_variable_is_loaded_and_judged_and_still_fails():
+    """A gamma Keras does not track is loaded into directly, so the rest of the port is
+    judged (here it matches), and the driver fails the port for it all the same."""
+    checker = Checker(with_port(CAM, published_ports.CAMBareGamma))
+    assert checker.check(EXAMPLE).passed
+    assert checker.untracked == (("gamma", "gamma", (1,)),)
+    outcome = find_counterexample(checker, budget=Budget(examples=3))
+    assert not outcome.passed and outcome.counterexample is None
+    assert outcome.failure.startswith("a parameter that is not a tracked weight"), outcome.failure
 
 
 def test_the_diagnosis_dispatches_on_the_type_not_the_message():

@@ -64,7 +64,23 @@ CASES = {
             "normalisation layers the reference does not (key_bn, query_bn",
         ],
     ),
-    "CAMBareGamma": ("cam", 1, ["a parameter that is not a tracked weight"]),
+    "CAMBareGamma": (
+        "cam",
+        1,
+        [
+            "a parameter that is not a tracked weight: the port keeps gamma in gamma (1,)",
+            "Loaded into them directly, the port matches the reference on 6 examples",
+        ],
+    ),
+    "CAMBareGammaSoftmaxTransposed": (
+        "cam",
+        1,
+        [
+            "Diagnosis: two bugs at once: the attention matrix is applied transposed",
+            "a parameter that is not a tracked weight: the port keeps gamma in gamma (1,)",
+            "The rest was checked with them loaded directly",
+        ],
+    ),
     "CAMSoftmaxTransposed": (
         "cam",
         1,

@@ -41,6 +41,8 @@ class PortInstance:
     from_function: bool = False
     names: dict = field(default_factory=dict)  # id(weight) -> name, where paths say too little
     built_for: tuple = ()  # the input shape it was built on
+    bare: list = field(default_factory=list)  # the untracked variables themselves
+    with_bare: list = field(default_factory=list)  # weights and bare variables, creation order
 
     def name_of(self, weight) -> str:
         """The weight's path inside the port by the author's attribute names ('q/kernel'),

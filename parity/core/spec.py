@@ -20,7 +20,7 @@ from parity.core.hypotheses import BATCH_NORM_STATISTICS, BufferSwap, RoleSwap
 from parity.core.layout import Binding, bindings_for
 from parity.core.replay import BUNDLED, Origin, replay_for
 from parity.core.strategies import Example, examples
-from parity.core.weight_map import Roles, map_weights
+from parity.core.weight_map import Bindings, Roles, map_weights
 
 GAMMA_MAGNITUDE = (0.25, 4.0)
 """Scalar parameters (``gamma``) are drawn this far from zero, with a random sign: at
@@ -165,7 +165,9 @@ def mapped_bindings(
             for key, value in reference.state_dict().items()
             if not any(fnmatchcase(key, pattern) for pattern in ignore)
         }
-        try:
+        if port.bare:  # the untracked variables may hold parameters: candidates too
+            mapped = _with_untracked(shapes, port, weight_map, absent, roles)
+        else:
             mapped = map_weights(
                 shapes,
                 port.weights,
@@ -174,10 +176,6 @@ def mapped_bindings(
                 declared_absent=absent,
                 roles=roles,
             )
-        except UnmappedWeights as error:
-            if not port.untracked:
-                raise
-            raise UntrackedParameter(port.untracked, error) from error
         trainable = set(dict(reference.named_parameters()))
         frozen = [b for b in mapped if b.torch_key in trainable and not b.variable.trainable]
         if frozen:
@@ -185,6 +183,27 @@ def mapped_bindings(
         return mapped
 
     return bindings
+
+
+def _with_untracked(shapes, port, weight_map, absent, roles) -> Bindings:
+    """The bindings with the port's untracked variables among its weights: a parameter held
+    in a bare tf.Variable is still loaded and judged (its gradient too), so that the rest of
+    the port is checked; the variables are named in ``untracked``. UntrackedParameter where
+    even then the parameters do not map."""
+    try:
+        mapped = map_weights(
+            shapes,
+            port.with_bare or [*port.weights, *port.bare],
+            weight_map,
+            name_of=port.name_of,
+            declared_absent=absent,
+            roles=roles,
+        )
+    except UnmappedWeights as error:
+        raise UntrackedParameter(port.untracked, error) from error
+    bare = {id(v) for v in port.bare}
+    untracked = [b for b in mapped if id(b.variable) in bare]
+    return Bindings(mapped, mapped.absent, mapped.declared, untracked)
 
 
 def _check_one_parameter_per_weight(weight_map: dict[str, str]) -> None:

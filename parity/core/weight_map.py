@@ -86,12 +86,15 @@ def read_weight_map(path: str | Path) -> dict[str, str | None]:
 
 class Bindings(list):
     """The bindings, and the reference parameters the port has no counterpart for: held at
-    zero in the reference (``absent``), of which ``declared`` the user said so."""
+    zero in the reference (``absent``), of which ``declared`` the user said so; ``untracked``:
+    the bindings whose weight the port's framework does not track (a bare ``tf.Variable``),
+    loaded and differentiated all the same, and a failure of the port whatever the rest."""
 
-    def __init__(self, bindings=(), absent=(), declared=()):
+    def __init__(self, bindings=(), absent=(), declared=(), untracked=()):
         super().__init__(bindings)
         self.absent = tuple(absent)
         self.declared = tuple(declared)
+        self.untracked = tuple(untracked)
 
     @property
     def undeclared(self) -> tuple[str, ...]:

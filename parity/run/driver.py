@@ -199,8 +199,10 @@ def _find(checker, procedure, budget, listener, before_each) -> Outcome:
     preflight(checker, outcome)
     if not outcome.failure:
         _search(checker, procedure, budget, outcome, listener, before_each)
-    if checker.undeclared_absent and outcome.passed:
-        outcome.failure = absent_failure(checker, outcome)
+    if outcome.passed:  # what the port lacks fails it, however well the rest matches
+        failures = [untracked_failure(checker, outcome)] if checker.untracked else []
+        failures += [absent_failure(checker, outcome)] if checker.undeclared_absent else []
+        outcome.failure = "\n".join(failures)
     if outcome.counterexample is not None and not outcome.failure:
         # Every tensor of the counterexample, gradients included (the search may have
         # stopped at a failing forward pass): the tally and the report agree.
@@ -337,6 +339,23 @@ def _confirm(checker, procedure, outcome: Outcome) -> None:
         f"the port failed on {example.to_text()} after other examples, and passes when "
         "that example is checked alone: its result depends on what it ran before "
         "(state kept between calls)"
+    )
+
+
+def untracked_failure(checker: Checker, outcome: Outcome) -> str:
+    """Why a port that keeps parameters in variables its framework does not track fails
+    though the rest may match."""
+    held = ", ".join(f"{key} in {name} {shape}" for key, name, shape in checker.untracked)
+    judged = (
+        f"Loaded into them directly, the port matches the reference on "
+        f"{outcome.examples_run} examples"
+        if outcome.counterexample is None
+        else "The rest was checked with them loaded directly"
+    )
+    return (
+        f"a parameter that is not a tracked weight: the port keeps {held}, a variable Keras "
+        "does not track (a bare tf.Variable), so it is neither saved, loaded nor trained "
+        f"with the layer; create it with add_weight() in build(). {judged}"
     )
 
 

@@ -109,6 +109,9 @@ class Checker:
         # zero in the reference; those the user declared absent pass.
         self.held_at_zero: tuple[str, ...] = ()
         self.declared_absent: tuple[str, ...] = ()
+        # (reference parameter, port variable, shape) held in variables the port's framework
+        # does not track: loaded and judged all the same, and a failure whatever the rest.
+        self.untracked: tuple[tuple[str, str, tuple], ...] = ()
         self.notes: list[str] = []  # said with the verdict; not failures
 
     # -- inputs -------------------------------------------------------------------------
@@ -179,6 +182,10 @@ class Checker:
         bindings = self.pair.bindings(instance, self.reference(channels))
         self.held_at_zero = getattr(bindings, "absent", ())
         self.declared_absent = getattr(bindings, "declared", ())
+        self.untracked = tuple(
+            (b.torch_key, instance.name_of(b.variable), b.port_shape)
+            for b in getattr(bindings, "untracked", ())
+        )
         return bindings
 
     @property

@@ -179,6 +179,22 @@ class CAMBareGamma(layers.Layer):
         return self.gamma * tf.reshape(out, tf.shape(x)) + x
 
 
+class CAMBareGammaSoftmaxTransposed(layers.Layer):
+    """Two defects that used to hide each other: ``gamma`` in a bare ``tf.Variable``, and
+    the published CAM bug underneath (no max-minus step, the attention applied
+    transposed)."""
+
+    def __init__(self, in_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.gamma = tf.Variable(tf.zeros(1), name="gamma")
+
+    def call(self, x):
+        b, h, w, c = tf.unstack(tf.shape(x))
+        features = tf.reshape(x, (b, h * w, c))
+        attention = tf.nn.softmax(tf.matmul(features, features, transpose_a=True))
+        return self.gamma * tf.reshape(tf.matmul(features, attention), tf.shape(x)) + x
+
+
 class CAMSoftmaxTransposed(layers.Layer):
     """The CAM bug many published ports share: ``softmax(energy)`` without the max-minus
     step, and the attention applied transposed. ``beta`` is its gamma."""

@@ -163,20 +163,30 @@ def build(
     in_order += [w for w in layer.weights if all(w is not seen for seen in in_order)]
     backing = {id(_backing(w)) for w in layer.weights}
     names = attribute_paths(layer, layers)
-    bare = [
-        v for v in created.tf_variables if id(v) not in backing and getattr(v, "trainable", True)
-    ]
+    bare = [v for v in created.tf_variables if id(v) not in backing and _a_parameter(v)]
     if from_function:
         bare += [
             v
             for v in _bare_variables_in(port)
             if id(v) not in backing and all(v is not b for b in bare)
         ]
+    created_at = {id(v): i for i, v in enumerate(created.tf_variables)}
+    bare.sort(key=lambda v: created_at.get(id(v), len(created_at)))
     instance = PortInstance(
-        layer, in_order, [_describe(v) for v in bare], from_function, names, tuple(x.shape)
+        layer, in_order, [_describe(v) for v in bare], from_function, names, tuple(x.shape), bare
+    )
+    instance.with_bare = sorted(
+        [*in_order, *bare], key=lambda v: created_at.get(id(_backing(v)), len(created_at))
     )
     _check_weights_persist(instance, x, layers)
     return instance
+
+
+def _a_parameter(variable) -> bool:
+    """A bare variable that can hold a parameter: trainable and floating (tf.keras 2's
+    models keep int64 step counters of their own in bare trainable variables)."""
+    dtype = getattr(variable, "dtype", None)
+    return getattr(variable, "trainable", True) and bool(getattr(dtype, "is_floating", True))
 
 
 def _snake_case(name: str) -> str:

@@ -159,7 +159,12 @@ def policy_for(args):
 def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
     from parity.frontends.report import write_report
     from parity.run.assertions import checker_for
-    from parity.run.driver import absent_failure, find_counterexample, procedure_for
+    from parity.run.driver import (
+        absent_failure,
+        find_counterexample,
+        procedure_for,
+        untracked_failure,
+    )
 
     out = out or sys.stdout
     chosen = _budget(pair, args)
@@ -188,6 +193,8 @@ def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
     else:
         print(f"{pair.name}: FAIL", file=out)
         diagnosis = _print_failure(pair, args, outcome, checker, out)
+    if checker.untracked and outcome.counterexample is not None:
+        print(untracked_failure(checker, outcome), file=out)
     if checker.undeclared_absent and outcome.counterexample is not None:
         print(absent_failure(checker, outcome), file=out)
     elif checker.declared_absent:
