@@ -52,6 +52,13 @@ BUGS = {
         {"information leaking across the batch", "attention mixed across the batch"},
     ),
     f"{PORTS}:CAMFlattensColumnMajor": ("cam", {"positions flattened in the wrong order"}),
+    f"{PORTS}:CAMThreeBugs": (
+        "cam",
+        {
+            "residual missing + CAM without the max-minus step + attention applied transposed",
+            "residual missing + attention applied transposed + CAM without the max-minus step",
+        },
+    ),
     f"{HEADS}:HeadOutputsReordered": ("head", {"outputs in another order"}),
     f"{HEADS}:HeadKerasDefaultEpsilon": ("head", {"BatchNorm epsilon at Keras' default"}),
     f"{HEADS}:HeadNoReLUAfterNorm": ("head", {"ReLU missing after conv51's norm"}),
@@ -83,6 +90,7 @@ FAITHFUL = {
     f"{PORTS}:CAMEinsum": "cam",
     f"{PORTS}:CAMSoftmaxOfNegativeEnergy": "cam",
     f"{PORTS}:CAMShiftedByRowMean": "cam",
+    f"{PORTS}:PAMConv1D": "pam",
     f"{PORTS}:CAMShiftedByGlobalMax": "cam",
     f"{BLOG}:pam_function": "pam",
     f"{BLOG}:cam_function": "cam",

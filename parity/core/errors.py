@@ -111,15 +111,6 @@ class WeightsCreatedPerCall(WeightsNotHeld):
         )
 
 
-class UnmappedWeights(WeightsNotHeld):
-    """The reference's parameters do not map onto the port's weights: ``missing`` are
-    reference parameters with no counterpart, ``left_over`` port weights nothing holds."""
-
-    def __init__(self, message: str, missing: list[str], left_over: list[str]):
-        super().__init__(message)
-        self.missing, self.left_over = list(missing), list(left_over)
-
-
 class UntrackedParameter(WeightsNotHeld):
     """A parameter the port keeps in a variable Keras does not track (a bare
     ``tf.Variable``): ``untracked`` describes them, ``unmapped`` is the mapping's own
@@ -191,6 +182,17 @@ class ParityFailure(PortError):
 
 
 # -- the check cannot run ----------------------------------------------------------------------
+
+
+class UnmappedWeights(CannotCheck):
+    """The reference's parameters do not map onto the port's weights, so nothing can be
+    compared (exit status 2: whether the port is wrong is not known): ``missing`` are
+    reference parameters with no counterpart, ``left_over`` port weights nothing holds. The
+    message ends with the weight map to fill in."""
+
+    def __init__(self, message: str, missing: list[str], left_over: list[str]):
+        super().__init__(message)
+        self.missing, self.left_over = list(missing), list(left_over)
 
 
 class UsageError(CannotCheck):

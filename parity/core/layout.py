@@ -87,25 +87,32 @@ SCALAR = OneElement("scalar", "(1,)", "()")
 
 
 @dataclass(frozen=True)
-class _DenseKernel(Layout):
-    """A 1x1 convolution held as a Dense kernel: OIHW (O, I, 1, 1) <-> (I, O)."""
+class _PointwiseKernel(Layout):
+    """A 1x1 convolution held as a Dense kernel, OIHW (O, I, 1, 1) <-> (I, O), or, with
+    ``lead`` 1, as a kernel-size-1 Conv1D over the flattened positions, (1, I, O)."""
+
+    lead: int = 0
 
     def keras_shape(self, torch_shape):
         o, i, kh, kw = torch_shape
-        return (i, o) if (kh, kw) == (1, 1) else None
+        return (1,) * self.lead + (i, o) if (kh, kw) == (1, 1) else None
 
     def torch_shape(self, keras_shape):
-        i, o = keras_shape
+        i, o = keras_shape[self.lead :]
         return (o, i, 1, 1)
 
     def to_keras(self, array):
-        return np.asarray(array)[:, :, 0, 0].T
+        return np.asarray(array)[:, :, 0, 0].T.reshape(self.keras_shape(np.shape(array)))
 
     def to_torch(self, array):
-        return np.asarray(array).T[:, :, None, None]
+        kernel = np.asarray(array).reshape(np.shape(array)[self.lead :])
+        return kernel.T[:, :, None, None]
 
 
-DENSE_KERNEL = _DenseKernel("dense kernel", "OIHW (out, in, 1, 1)", "(in, out)")
+DENSE_KERNEL = _PointwiseKernel("dense kernel", "OIHW (out, in, 1, 1)", "(in, out)")
+CONV1D_KERNEL = _PointwiseKernel(
+    "conv1d kernel", "OIHW (out, in, 1, 1)", "(1, in, out): Conv1D over positions", lead=1
+)
 LINEAR = Layout("linear", "(out, in)", "(in, out)", (1, 0))
 
 
@@ -120,12 +127,9 @@ def infer_layout(torch_shape: tuple[int, ...], keras_shape: tuple[int, ...]) -> 
         return LINEAR
     if len(torch_shape) == 4 and CONV_KERNEL.keras_shape(torch_shape) == keras_shape:
         return CONV_KERNEL
-    if (
-        len(torch_shape) == 4
-        and len(keras_shape) == 2
-        and DENSE_KERNEL.keras_shape(torch_shape) == keras_shape
-    ):
-        return DENSE_KERNEL
+    for pointwise in (DENSE_KERNEL, CONV1D_KERNEL):
+        if len(torch_shape) == 4 and pointwise.keras_shape(torch_shape) == keras_shape:
+            return pointwise
     return None
 
 

@@ -205,20 +205,38 @@ def map_weights(
             [k for k in reference if k in declared or k in missing],
             [k for k in reference if k in declared],
         )
-    lines = [
-        *problems,
-        "reference parameters with no counterpart: "
-        + ", ".join(f"{k} {tuple(reference[k])}" for k in missing),
-        "port weights left over: "
-        + (", ".join(f"{name_of(w)} {tuple(w.shape)}" for w in extra) or "none"),
-    ]
+    lines = [*problems]
+    if missing:
+        lines.append(
+            "reference parameters with no counterpart: "
+            + ", ".join(f"{k} {tuple(reference[k])}" for k in missing)
+        )
+    elif extra:
+        lines.append(
+            "port weights no reference parameter maps to: "
+            + ", ".join(f"{name_of(w)} {tuple(w.shape)}" for w in extra)
+        )
     message = "cannot map the reference's weights onto the port: " + "; ".join(lines)
     structure = describe_structure(reference, missing, extra, name_of, roles)
+    message = f"{structure} ({message})" if structure else message
+    if missing:
+        message += (
+            ". If it is a port of this module, name its weights: --weight-map FILE.json with "
+            + fill_in(missing, extra, name_of)
+        )
     raise UnmappedWeights(
-        f"{structure} ({message})" if structure else message,
+        message,
         missing=missing,
         left_over=[name_of(w) for w in extra],
     )
+
+
+def fill_in(missing, candidates, name_of) -> str:
+    """The weight map to fill in, on one line: each parameter with no counterpart, and the
+    port's weights that could hold one."""
+    blank = json.dumps({key: "?" for key in missing})
+    offered = ", ".join(f"{name_of(w)} {tuple(w.shape)}" for w in candidates) or "none left"
+    return f"{blank} (its weights not yet mapped: {offered}; null: the port has none)"
 
 
 def describe_structure(reference, missing, extra, name_of, roles: Roles = ()) -> str:

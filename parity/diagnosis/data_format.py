@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from parity.core.errors import PortError
+from parity.core.errors import CannotCheck, PortError
 from parity.run.driver import Budget, find_counterexample
 from parity.run.engine import Checker
 
@@ -29,7 +29,7 @@ def passing_data_format(checker: Checker, procedure, seed: int | None = 0):
         outcome = find_counterexample(
             Checker(trial, checker.policy, checker.mode, checker.precision), procedure, budget
         )
-    except PortError:
+    except (PortError, CannotCheck):  # crashes, or cannot even be built or bound that way
         return None
     if not outcome.passed or outcome.examples_run < TRIAL_EXAMPLES:
         return None

@@ -64,7 +64,7 @@ class Diagnoser:
         except PortError:
             pass
         failings = [Failing(r, self.checker.example_data(r.example)) for r in reports]
-        moving = self.trials.nondeterministic(failings[0])
+        moving = self.trials.nondeterministic(failings)
         if moving is not None:  # no hypothesis can be judged on numbers that move
             return Diagnosis(True, moving.cause, [moving])
 
@@ -79,6 +79,8 @@ class Diagnoser:
                 findings.append(leak)
         if not any(f.explains for f in findings):
             findings += self.trials.pairs_of_bugs(variants, failings)
+        if not any(f.explains for f in findings):
+            findings += self.trials.triples_of_bugs(variants, failings)
         return self.conclude(report, findings, len(reports))
 
     def conclude(self, report, findings: list[Finding], examples: int) -> Diagnosis:
@@ -93,7 +95,7 @@ class Diagnoser:
         precision = precision_level(report)
         if precision is not None:
             return Diagnosis(True, precision.cause, [precision, *findings])
-        return Diagnosis(False, unexplained(findings, examples), findings)
+        return Diagnosis(False, unexplained(findings, examples, report.worst().ratio), findings)
 
 
 def diagnose(checker: Checker, example: Example) -> Diagnosis:

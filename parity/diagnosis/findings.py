@@ -109,22 +109,36 @@ def explained(explaining: list[Finding], reference_ratio: float, findings) -> Di
     return Diagnosis(True, cause, findings, best.suggestion)
 
 
-def unexplained(findings: list[Finding], examples: int) -> str:
-    """The closest single hypotheses with their residuals, those that explain the failing
-    example but not the richer one, and how many pairs were tried."""
+CLEARLY_CLOSER = 10.0
+"""A hypothesis that does not explain a failure is shown as "closest" only when the port is
+this many times nearer its prediction than the reference: a hypothesis that changes nothing
+on the example (an H/W kernel transpose on 1x1 kernels) is as far as the reference is."""
+
+
+def unexplained(findings: list[Finding], examples: int, reference_ratio: float) -> str:
+    """The single hypotheses clearly closer to the port than the reference, with their
+    residuals; those that explain the failing example but not the richer one; how many
+    combinations of known bugs were tried."""
     singles = [f for f in findings if math.isfinite(f.residual) and not f.composed]
     if not singles:
         return "no named hypothesis applies to this module"
-    text = "no named hypothesis explains it; closest: " + ", ".join(
-        f"{f.hypothesis.name} ({f.residual:.2g}x)" for f in singles[:3]
-    )
+    close = [f for f in singles if f.residual * CLEARLY_CLOSER <= reference_ratio]
+    if close:
+        text = "no named hypothesis explains it; closest: " + ", ".join(
+            f"{f.hypothesis.name} ({f.residual:.2g}x)" for f in close[:3]
+        )
+    else:
+        text = (
+            f"no named hypothesis explains it, nor comes {CLEARLY_CLOSER:g}x closer to the "
+            f"port than the reference ({reference_ratio:.2g}x)"
+        )
     partial = [f.hypothesis.name for f in singles if f.explains_failing_example]
     if partial and examples > 1:
         text += (
             f"; {', '.join(partial)} explains the failing example but not a richer one "
             "(batch 2, H != W): another bug is there too"
         )
-    pairs_tried = [f for f in findings if f.composed]
-    if pairs_tried:
-        text += f"; no pair of known bugs explains it either ({len(pairs_tried)} tried)"
+    combined = [f for f in findings if f.composed]
+    if combined:
+        text += f"; no pair or triple of known bugs explains it either ({len(combined)} tried)"
     return text

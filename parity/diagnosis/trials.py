@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from parity.backends.torch.variants import Variant, pairs
+from parity.backends.torch.variants import Variant, pairs, triples
 from parity.core.errors import PortError
 from parity.core.hypotheses import BATCH_LEAK, NONDETERMINISTIC, Assigned, Reassignment
 from parity.core.policy import compare, floor_arguments
@@ -22,6 +22,12 @@ from parity.diagnosis.findings import Finding, finding
 from parity.run.engine import Checker, ExampleReport
 
 Result = tuple[bool, float]  # (the port matches the prediction, its worst ratio against it)
+
+
+TRIPLES_TRIED = 300
+"""At most this many triples of known bugs per diagnosis, each one run of the reference on
+the failing example: PAM has 221 and CAM 156, which add 0.5-0.7 s and 0.2 s to a diagnosis
+that nothing explains (2 cores, Dec 2026)."""
 
 
 @dataclass(frozen=True)
@@ -70,8 +76,16 @@ class Trials:
         """Two known bugs at once, tried when no single one explains the failure; stops at
         the first pair that does. A pair is run on the richer example only once it
         explains the failing one."""
+        return self._combined(pairs(variants), failings)
+
+    def triples_of_bugs(self, variants: list[Variant], failings: list[Failing]) -> list[Finding]:
+        """Three known bugs at once, tried when no pair explains the failure, at most
+        TRIPLES_TRIED of them, in the order pairs are tried (``variants.triples``)."""
+        return self._combined(triples(variants, TRIPLES_TRIED), failings)
+
+    def _combined(self, combinations: list[Variant], failings: list[Failing]) -> list[Finding]:
         findings = []
-        for both in pairs(variants):
+        for both in combinations:
             results = [self.variant(failings[0], both)]
             if results[0][0]:
                 results += [self.variant(f, both) for f in failings[1:]]
@@ -126,14 +140,19 @@ class Trials:
         return findings
 
     # -- an experiment: the same call twice ------------------------------------------------
-    def nondeterministic(self, failing: Failing) -> Finding | None:
-        """Do two calls on the same input and weights give other outputs?"""
-        example, data = failing.report.example, failing.data
-        first = self.checker.run_port(example, data, gradients=False)
-        second = self.checker.run_port(example, data, gradients=False)
-        moved = max(float(np.max(np.abs(first[k] - second[k]), initial=0.0)) for k in first)
-        scale = max(float(np.max(np.abs(first[k]), initial=0.0)) for k in first) or 1.0
-        if not moved / scale > self.policy.factor * self.policy.floor:
+    def nondeterministic(self, failings: list[Failing]) -> Finding | None:
+        """Do two calls on the same input and weights give other outputs, on any failing
+        example? (On a minimal one, a random op may happen to do the same twice.)"""
+        moved, scale = 0.0, 1.0
+        for failing in failings:
+            example, data = failing.report.example, failing.data
+            first = self.checker.run_port(example, data, gradients=False)
+            second = self.checker.run_port(example, data, gradients=False)
+            moved = max(float(np.max(np.abs(first[k] - second[k]), initial=0.0)) for k in first)
+            scale = max(float(np.max(np.abs(first[k]), initial=0.0)) for k in first) or 1.0
+            if moved / scale > self.policy.factor * self.policy.floor:
+                break
+        else:
             return None
         cause = (
             f"nondeterministic: two calls on the same input and weights differ by "

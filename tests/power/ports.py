@@ -392,3 +392,32 @@ class CAMShiftedByGlobalMax(_CAM):
 
     def attend(self, energy):
         return ops.softmax(ops.max(energy, axis=(1, 2), keepdims=True) - energy, axis=-1)
+
+
+class PAMConv1D(keras.layers.Layer):
+    """Faithful: the 1x1 convolutions written as Conv1D over the flattened positions, so
+    their kernels are (1, C, C') where the reference's are (C', C, 1, 1)."""
+
+    def __init__(self, channels=None, **kwargs):
+        super().__init__(**kwargs)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.query = keras.layers.Conv1D(channels // 8, 1)
+        self.key = keras.layers.Conv1D(channels // 8, 1)
+        self.value = keras.layers.Conv1D(channels, 1)
+        for conv in (self.query, self.key, self.value):
+            conv.build((None, None, channels))
+        self.gamma = self.add_weight(shape=(1,), initializer="zeros", name="gamma")
+
+    def call(self, x):
+        shape = ops.shape(x)
+        flat = ops.reshape(x, (shape[0], shape[1] * shape[2], shape[3]))
+        query, key, value = self.query(flat), self.key(flat), self.value(flat)
+        attention = ops.softmax(ops.einsum("bnc,bmc->bnm", query, key), axis=-1)
+        return self.gamma * ops.reshape(ops.einsum("bnm,bmc->bnc", attention, value), shape) + x
+
+
+class CAMThreeBugs(CAMWithoutMaxMinus, CAMAttentionUntransposed, CAMNoResidual):
+    """The published CAM bug (no max-minus step, the attention applied transposed) and the
+    residual forgotten: no single known bug nor pair explains it, a triple does."""

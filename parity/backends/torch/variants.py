@@ -37,6 +37,7 @@ class Variant:
     steps: tuple = ()  # ((slot, function), ...): the steps of ``family`` this bug changes
     family: Callable | None = None  # {slot: function} -> Forward
     wrap: Callable[[Forward], Forward] | None = None
+    parts: tuple = ()  # the single bugs of a composition, in order
 
 
 def _module(module, x):
@@ -53,24 +54,37 @@ def stepped(key: str, name: str, cause: str, family, **steps) -> Variant:
     return Variant(key, name, cause, family(steps), tuple(steps.items()), family)
 
 
+COUNTS = {2: "two", 3: "three"}
+
+
 def compose(first: Variant, second: Variant) -> Variant | None:
-    """Both bugs at once, where they touch different steps; None where they cannot."""
+    """Both bugs at once, where they touch different steps; None where they cannot. Either
+    may itself be a composition (three bugs at once)."""
     if first.family is not None and first.family is second.family:
         slots = dict(first.steps)
         if set(slots) & set(dict(second.steps)):
             return None
-        forward = first.family({**slots, **dict(second.steps)})
+        steps = {**slots, **dict(second.steps)}
+        forward, family = first.family(steps), first.family
     elif first.wrap is not None and (second.wrap is None or first.key < second.key):
         # A wrapper around the other bug; two wrappers nest once, in key order (the generic
         # wrappers' keys sort as their names did, so the pairs tried are those of before).
-        forward = first.wrap(second.forward)
+        forward, steps, family = first.wrap(second.forward), {}, None
     else:
         return None
+    parts = (*(first.parts or (first,)), *(second.parts or (second,)))
+    if len({p.key for p in parts}) < len(parts):
+        return None
+    causes = [p.cause for p in parts]
     return Variant(
-        f"{first.key}+{second.key}",
-        f"{first.name} + {second.name}",
-        f"two bugs at once: {first.cause}; and {second.cause}",
+        "+".join(p.key for p in parts),
+        " + ".join(p.name for p in parts),
+        f"{COUNTS.get(len(parts), len(parts))} bugs at once: {'; '.join(causes[:-1])}; "
+        f"and {causes[-1]}",
         forward,
+        tuple(steps.items()),
+        family,
+        parts=parts,
     )
 
 
@@ -87,6 +101,28 @@ def pairs(variants: list[Variant]) -> list[Variant]:
                     (around if a.wrap is not None else within).append(both)
                     break
     return [*within, *around]
+
+
+def triples(variants: list[Variant], limit: int) -> list[Variant]:
+    """Composable triples, at most ``limit``: each pair (in the order ``pairs`` tries them)
+    with a third bug, inside or around it; each set of three once."""
+    found, seen = [], set()
+    if limit <= 0:
+        return found
+    for pair in pairs(variants):
+        for third in variants:
+            for a, b in ((pair, third), (third, pair)):
+                three = compose(a, b)
+                if three is None:
+                    continue
+                keys = frozenset(p.key for p in three.parts)
+                if keys not in seen:
+                    seen.add(keys)
+                    found.append(three)
+                    if len(found) == limit:
+                        return found
+                break
+    return found
 
 
 # -- buffer reinterpretations (NCHW in, NCHW out) ------------------------------------------
