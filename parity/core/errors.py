@@ -3,8 +3,8 @@ could not run) and ``PortError`` (exit status 1: the port is wrong).
 
 The command, the pytest plugin and the driver catch the roots; the diagnosis and the report
 dispatch on the subclasses, each carrying its data, never on a message. An error's message
-is one line for the user. Where a class was a ``ValueError`` or a ``KeyError`` before, it still
-is, so that code catching those keeps working.
+is one line for the user. Some are also ``ValueError`` or ``KeyError`` (a bad value, an
+unknown name), so that code catching those catches them too.
 """
 
 from __future__ import annotations

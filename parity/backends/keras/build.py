@@ -121,15 +121,15 @@ def build(
                 f"the factory raised on channels={channels}: {type(error).__name__}: "
                 f"{describe_error(error)}"
             ) from error
-        if _is_torch_module(port):
+        if isinstance(port, layers):
+            _call(port, x, "building")
+            layer, from_function = port, False
+        elif _is_torch_module(port):  # after the layers: on Keras' torch backend they are too
             raise PortLoadError(
                 f"the factory returned a PyTorch module ({type(port).__name__}, a "
                 "torch.nn.Module): --port names the Keras port's factory; the reference is "
                 "the module's own"
             )
-        if isinstance(port, layers):
-            _call(port, x, "building")
-            layer, from_function = port, False
         elif callable(port):
             # A concrete batch: ports reshape with sizes read from x.shape, the batch too.
             inputs = api.Input(shape=x.shape[1:], batch_size=x.shape[0], dtype="float32")
