@@ -437,9 +437,11 @@ def _under_tf_keras(argv: list[str] | None, error: Keras2Needed) -> int:
         "checked under tf.keras 2 (--keras 2 says so up front)",
         flush=True,
     )
-    sys.stderr.flush()
     command = [sys.executable, "-m", "parity", *argv, "--keras", "2"]
-    return subprocess.run(command, stdout=sys.stdout, stderr=sys.stderr).returncode
+    done = subprocess.run(command, capture_output=True, text=True)
+    sys.stdout.write(done.stdout)
+    sys.stderr.write(done.stderr)
+    return done.returncode
 
 
 def _cannot_check(error: CannotCheck) -> int:
