@@ -179,14 +179,10 @@ class CAMBareGamma(layers.Layer):
         return self.gamma * tf.reshape(out, tf.shape(x)) + x
 
 
-class CAMBareGammaSoftmaxTransposed(layers.Layer):
+class CAMBareGammaSoftmaxTransposed(CAMBareGamma):
     """Two defects that used to hide each other: ``gamma`` in a bare ``tf.Variable``, and
     the published CAM bug underneath (no max-minus step, the attention applied
     transposed)."""
-
-    def __init__(self, in_dim, **kwargs):
-        super().__init__(**kwargs)
-        self.gamma = tf.Variable(tf.zeros(1), name="gamma")
 
     def call(self, x):
         b, h, w, c = tf.unstack(tf.shape(x))
