@@ -188,22 +188,25 @@ def mapped_bindings(
 def _with_untracked(shapes, port, weight_map, absent, roles) -> Bindings:
     """The bindings with the port's untracked variables among its weights: a parameter held
     in a bare tf.Variable is still loaded and judged (its gradient too), so that the rest of
-    the port is checked; the variables are named in ``untracked``. UntrackedParameter where
-    even then the parameters do not map."""
-    try:
-        mapped = map_weights(
-            shapes,
-            port.with_bare or [*port.weights, *port.bare],
-            weight_map,
-            name_of=port.name_of,
-            declared_absent=absent,
-            roles=roles,
+    the port is checked; the variables are named in ``untracked``. Where the parameters map
+    only without them, the variables hold none (state of the port's own) and are left out;
+    UntrackedParameter where they map neither way."""
+
+    def mapped(weights):
+        return map_weights(
+            shapes, weights, weight_map, name_of=port.name_of, declared_absent=absent, roles=roles
         )
-    except UnmappedWeights as error:
-        raise UntrackedParameter(port.untracked, error) from error
+
+    try:
+        bindings = mapped(port.with_bare or [*port.weights, *port.bare])
+    except UnmappedWeights:
+        try:
+            return mapped(port.weights)
+        except UnmappedWeights as error:
+            raise UntrackedParameter(port.untracked, error) from error
     bare = {id(v) for v in port.bare}
-    untracked = [b for b in mapped if id(b.variable) in bare]
-    return Bindings(mapped, mapped.absent, mapped.declared, untracked)
+    untracked = [b for b in bindings if id(b.variable) in bare]
+    return Bindings(bindings, bindings.absent, bindings.declared, untracked)
 
 
 def _check_one_parameter_per_weight(weight_map: dict[str, str]) -> None:

@@ -347,10 +347,10 @@ def untracked_failure(checker: Checker, outcome: Outcome) -> str:
     though the rest may match."""
     held = ", ".join(f"{key} in {name} {shape}" for key, name, shape in checker.untracked)
     judged = (
-        f"Loaded into them directly, the port matches the reference on "
+        f"With the reference's values assigned to them, the port matches the reference on "
         f"{outcome.examples_run} examples"
         if outcome.counterexample is None
-        else "The rest was checked with them loaded directly"
+        else "The rest was checked with the reference's values assigned to them"
     )
     return (
         f"a parameter that is not a tracked weight: the port keeps {held}, a variable Keras "

@@ -179,6 +179,24 @@ class CAMBareGamma(layers.Layer):
         return self.gamma * tf.reshape(out, tf.shape(x)) + x
 
 
+class CAMBareTemperature(layers.Layer):
+    """Faithful: ``gamma`` a tracked weight, and a softmax temperature of 1 kept in a bare
+    ``tf.Variable`` that holds no parameter of the reference."""
+
+    def __init__(self, in_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.gamma = self.add_weight(name="gamma", shape=(1,), initializer="zeros")
+        self.temperature = tf.Variable(1.0, name="temperature")
+
+    def call(self, x):
+        b, h, w, c = tf.unstack(tf.shape(x))
+        features = tf.reshape(x, (b, h * w, c))
+        energy = tf.matmul(features, features, transpose_a=True)
+        logits = (tf.reduce_max(energy, -1, keepdims=True) - energy) / self.temperature
+        out = tf.matmul(features, tf.nn.softmax(logits), transpose_b=True)
+        return self.gamma * tf.reshape(out, tf.shape(x)) + x
+
+
 class CAMBareGammaSoftmaxTransposed(CAMBareGamma):
     """Two defects that used to hide each other: ``gamma`` in a bare ``tf.Variable``, and
     the published CAM bug underneath (no max-minus step, the attention applied
