@@ -119,6 +119,11 @@ class Framework(Protocol):
         """Each of ``layers`` (path -> sub-layer) keeps its first output, as NumPy, in
         ``into[path]`` while inside it (eager runs only)."""
 
+    def intermediates(self, layer, x: np.ndarray) -> list | None:
+        """Every tensor the port computes on ``x`` (inference), as
+        ``parity.core.steps.PortValue`` s in the order computed; None where this framework
+        or backend cannot list them."""
+
     def save_weights(self, layer, path: str) -> None: ...
 
     def load_weights(self, layer, path: str) -> None: ...
@@ -162,6 +167,9 @@ class Reference(Protocol):
         """Each sub-module's output on the example, in execution order."""
 
     def record_deviations(self, channels: int, data, paths) -> dict[str, np.ndarray]: ...
+
+    def steps(self, channels: int, data) -> list:
+        """The forward pass line by line (``parity.core.steps.Step``), for the localization."""
 
 
 IMPLEMENTATIONS = {

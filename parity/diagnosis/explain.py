@@ -12,6 +12,7 @@ from parity.core.errors import PortError
 from parity.core.strategies import Example
 from parity.diagnosis.diagnose import Diagnosis, diagnose
 from parity.diagnosis.divergence import Divergence, locate
+from parity.diagnosis.localize import Localization, localize
 from parity.run.engine import Checker
 
 
@@ -19,6 +20,21 @@ from parity.run.engine import Checker
 class Explanation:
     diagnosis: Diagnosis
     divergence: Divergence | None  # None: nothing to locate, or it cannot say
+    localization: Localization | None = None  # the first line of forward the port misses
+    localization_note: str | None = None  # why there is none, where that needs saying
+
+    def lines(self) -> list[str]:
+        """What is printed after the failure: the diagnosis, where the model first diverges,
+        where inside the module it first goes wrong."""
+        lines = [] if self.diagnosis.restates_error else [self.diagnosis.text()]
+        whole = self.divergence is not None and self.divergence.first.path == ""
+        if self.divergence is not None and not (whole and self.localization is not None):
+            lines.append(self.divergence.describe())
+        if self.localization is not None:
+            lines.append(self.localization.describe())
+        elif self.localization_note:
+            lines.append(self.localization_note)
+        return lines
 
 
 def explain(checker: Checker, example: Example, *, crashed: bool) -> Explanation:
@@ -35,7 +51,32 @@ def explain(checker: Checker, example: Example, *, crashed: bool) -> Explanation
             "layer trapped computes what the port computes there, within the policy)",
             diagnosis.findings,
         )
-    return Explanation(diagnosis, divergence)
+    if crashed or (divergence is not None and divergence.first.path != ""):
+        return Explanation(diagnosis, divergence)  # a sub-module named: the place to look
+    localization, note = localized(checker, example)
+    return Explanation(diagnosis, divergence, localization, note)
+
+
+def localized(checker: Checker, example: Example) -> tuple[Localization | None, str | None]:
+    """``localize``'s answer, or why there is none: another backend, or a port that cannot
+    be traced into a graph (it runs eagerly only) or crashes on the localization example."""
+    try:
+        found = localize(checker, example)
+    except Exception as error:  # the port's own code, traced: any error it can raise
+        first_line = (str(error).splitlines() or [""])[0][:200]
+        return None, (
+            "Where it first goes wrong: not localized: the port could not be traced into a "
+            f"graph on the localization example ({type(error).__name__}: {first_line})"
+        )
+    if found is None:
+        backend = checker.framework.backend
+        if backend != "tensorflow":
+            return None, (
+                "Where it first goes wrong: not localized on Keras' "
+                f"{backend} backend (the TensorFlow backend lists every tensor of the port)"
+            )
+        return None, None
+    return found, None
 
 
 def first_divergence(checker: Checker, example: Example) -> Divergence | None:

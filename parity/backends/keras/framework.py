@@ -70,6 +70,14 @@ class KerasFramework:
                 owners[id(variable)] = sub
         return owners
 
+    def intermediates(self, layer, x: np.ndarray):
+        """Every tensor the port computes, on TensorFlow (``keras.intermediates``)."""
+        if self.backend != "tensorflow":
+            return None
+        from parity.backends.keras.intermediates import intermediates
+
+        return intermediates(layer, x)
+
     def save_weights(self, layer, path: str) -> None:
         _one_layer_model(layer).save_weights(path)
 

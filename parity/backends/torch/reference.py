@@ -21,10 +21,12 @@ import torch.nn.functional as F  # noqa: N812 -- PyTorch's convention
 
 from parity.backends.protocol import as_tuple
 from parity.backends.torch.error_bound import RunningErrorBound
+from parity.backends.torch.steps import record_steps
 
 if TYPE_CHECKING:
     from parity.backends.torch.traps import Trap
     from parity.core.optimizers import Optimizer
+    from parity.core.steps import Step
     from parity.core.strategies import ExampleData
 
 Results = dict[str, np.ndarray]
@@ -167,6 +169,19 @@ class TorchReference:
             module.eval()
             for parameter in module.parameters():
                 parameter.grad = None
+
+    # -- line by line ---------------------------------------------------------------------
+    def steps(self, channels: int, data: ExampleData) -> list[Step]:
+        """The forward pass on the example, line by line (``parity.backends.torch.steps``):
+        float64 values, their running error bound, and the compute dtype's values."""
+        x = torch.from_numpy(data.x)
+        return record_steps(
+            self._loaded(channels, data, "float64"),
+            self._loaded(channels, data, self._precision),
+            x.to(torch.float64),
+            x.to(torch_dtype(self._precision)),
+            self._precision,
+        )
 
     # -- sub-modules ----------------------------------------------------------------------
     def record(

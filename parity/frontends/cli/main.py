@@ -245,10 +245,8 @@ def _print_failure(pair, args, outcome, checker, out):
     if not args.train:  # the diagnosis' hypotheses are about evaluation mode
         explanation = explain(checker, example, crashed=bool(outcome.failure))
         diagnosis = explanation.diagnosis
-        if not diagnosis.restates_error:
-            print(diagnosis.text(), file=out)
-        if explanation.divergence is not None:
-            print(explanation.divergence.describe(), file=out)
+        for line in explanation.lines():
+            print(line, file=out)
     print(f"Replay: {replay_command(args, pair.name, example)}", file=out)
     _say_passing_data_format(args, checker, out)
     return diagnosis
