@@ -58,6 +58,9 @@ class PortValue:
     inputs: tuple[int, ...]
 
     def describe(self) -> str:
-        where = f" at {self.where}" if self.where else ""
+        """``RealDiv at my_port.py:21  `e = e / 2```; without a line of the port's source
+        (a function port's graph replayed by Keras), the name its layer gave it."""
+        if not self.where:
+            return f"{self.op} `{self.name.rsplit(':', 1)[0]}`"
         source = f"  `{self.source}`" if self.source else ""
-        return f"{self.op}{where}{source}"
+        return f"{self.op} at {self.where}{source}"

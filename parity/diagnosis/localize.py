@@ -259,14 +259,17 @@ def _readers(values: list[PortValue], held: set[int], used: set[int]) -> tuple[P
         return False
 
     found, places = [], set()
+    final = {v.index for v in values if v.index == last or last in readers_of.get(v.index, ())}
     reading = [
         v
         for v in values
-        if v.index not in used and held.intersection(v.inputs) and not feeds_used(v.index, set())
+        if v.index not in used | final
+        and held.intersection(v.inputs)
+        and not feeds_used(v.index, set())
     ]
     # Those reading a computed value first: the input is read again by the residual.
     reading.sort(key=lambda v: not (held - {0}).intersection(v.inputs))
-    for value in [v for v in reading if v.index != last] or reading:
+    for value in reading:
         place = value.where or value.name
         if place in places:
             continue
@@ -320,18 +323,21 @@ def _scalar_multiple(step: Step, unmatched, sizes, policy) -> Relation | None:
         deviation = None if step.deviation is None else abs(alpha) * step.deviation
         if _judge(alpha * truth, reference, deviation, candidate, policy) <= policy.factor:
             return Relation(
-                value, f"{alpha:.3g}x the reference's value of {_named(step)}{_nice(alpha)}"
+                value,
+                f"{alpha:.3g}x the reference's value of {_named(step)}{_nice(alpha, sizes)}",
             )
     return None
 
 
 def _added_term(step: Step, steps, unmatched, sizes, policy, one_element) -> Relation | None:
     """The line's value plus a multiple of an earlier value (``gamma * x`` added); where
-    several port tensors hold one, the one whose multiple is a parameter's value."""
+    several port tensors hold one, the one whose multiple is a parameter's value, else the
+    last computed (a line's own partial result, ``gamma * out`` before ``+ x``, holds the
+    line's value minus the rest of it)."""
     truth = step.truth
     earlier = [s for s in steps[: step.index] if s.truth.shape == truth.shape]
     found = []
-    for value, candidate in _candidates(truth.shape, unmatched, sizes):
+    for value, candidate in _candidates(truth.shape, unmatched[::-1], sizes):
         rest = candidate - truth
         for other in earlier:
             norm = float(np.sum(other.truth * other.truth))
@@ -406,8 +412,9 @@ def _named(step: Step) -> str:
     return f"`{step.source.split('  #')[0].strip()}` ({step.where})"
 
 
-def _nice(alpha: float) -> str:
-    """``alpha`` as a simple number where it is one: 0.354 is 1/sqrt(8)."""
+def _nice(alpha: float, sizes) -> str:
+    """``alpha`` as a simple number where it is one (0.354 is 1/sqrt(8)), with the example's
+    size it is made of where one is (35 = H*W)."""
     sign = "-" if alpha < 0 else ""
     size = abs(alpha)
     forms = []
@@ -424,7 +431,20 @@ def _nice(alpha: float) -> str:
         forms = ["1"]
     if not forms:
         return ""
-    return ", which is " + " = ".join(sign + f for f in forms[:3])
+    batch, channels, height, width = sizes
+    named = {channels: "C", height: "H", width: "W", height * width: "H*W"}
+    named.pop(batch, None)
+    numbers = sorted({int(n) for f in forms[:3] for n in _integers(f)} & set(named))
+    of_sizes = "".join(f"; {n} = {named[n]} of the example" for n in numbers)
+    return ", which is " + " = ".join(sign + f for f in forms[:3]) + of_sizes
+
+
+def _integers(words: str) -> list[str]:
+    return [
+        part
+        for part in words.replace("/", " ").replace("(", " ").replace(")", " ").split()
+        if part.isdigit()
+    ]
 
 
 def _parameter(beta: float, one_element: dict[str, float]) -> str:

@@ -118,9 +118,7 @@ class PAMQueryPreScaled(layers.Layer):
         energy = ops.einsum("bhwc,bijc->bhwij", query, self.k(x))
         shape = ops.shape(energy)
         n = shape[1] * shape[2]
-        attention = ops.reshape(
-            ops.softmax(ops.reshape(energy, (shape[0], n, n)), axis=-1), shape
-        )
+        attention = ops.reshape(ops.softmax(ops.reshape(energy, (shape[0], n, n)), axis=-1), shape)
         return self.gamma * ops.einsum("bhwij,bijc->bhwc", attention, self.v(x)) + x
 
 
@@ -489,6 +487,29 @@ class CAMEnergyIndicesSwapped(_GammaCAM):
         return self.gamma * ops.reshape(out, ops.shape(x)) + x
 
 
+class PAMScaledLikeATransformer(layers.Layer):
+    """A hand port whose energy is divided by sqrt(C // 8) after the product, as
+    transformers scale theirs: the README's example of an unseen bug."""
+
+    def __init__(self, channels, **kwargs):
+        super().__init__(**kwargs)
+        self.q = layers.Conv2D(channels // 8, 1)
+        self.k = layers.Conv2D(channels // 8, 1)
+        self.v = layers.Conv2D(channels, 1)
+        self.gamma = self.add_weight(shape=(1,), initializer="zeros", name="gamma")
+
+    def call(self, x):
+        b, h, w, c = ops.shape(x)
+        q = ops.reshape(self.q(x), (b, h * w, -1))
+        k = ops.reshape(self.k(x), (b, h * w, -1))
+        v = ops.reshape(self.v(x), (b, h * w, c))
+        energy = ops.matmul(q, ops.transpose(k, (0, 2, 1)))
+        energy = energy / ops.sqrt(float(c // 8))  # as transformers do
+        attention = ops.softmax(energy, axis=-1)
+        out = ops.reshape(ops.matmul(attention, v), (b, h, w, c))
+        return self.gamma * out + x
+
+
 # -- expectations --------------------------------------------------------------------------
 
 _QUERY = "query = self.query_conv(x).view(B, -1, N).permute(0, 2, 1)"
@@ -503,6 +524,7 @@ _CAM_OUT = "out = torch.bmm(attention, value).view(B, C, H, W)"
 _RETURN = "return self.gamma * out + x"
 
 EXPECTED = {
+    "PAMScaledLikeATransformer": ("pam", "bug", _PAM_ATTENTION),
     # PAM bugs
     "PAMPreNormalized": ("pam", "bug", _QUERY),
     "PAMKeyFromQueryConv": ("pam", "bug", _KEY),

@@ -19,6 +19,7 @@ import numpy as np
 
 from parity.core.steps import PortValue
 
+_HERE = os.path.abspath(__file__)
 _SKIPPED = {"Placeholder", "Const", "NoOp", "ReadVariableOp", "VarHandleOp"}
 
 
@@ -33,8 +34,13 @@ def _library_dirs() -> tuple[str, ...]:
 
 
 def _port_line(traceback, libraries) -> tuple[str, str]:
-    """The innermost frame of the port's own source: ("file.py:42", that line)."""
-    for frame in reversed(list(traceback or ())):
+    """The innermost frame of the port's own source, inside the trace (the caller's frames
+    are not the port's: a function port's operations are made when Keras replays its
+    graph, from Keras' own frames): ("file.py:42", that line), or ("", "")."""
+    frames = list(traceback or ())
+    inside = [i for i, frame in enumerate(frames) if os.path.abspath(frame.filename) == _HERE]
+    frames = frames[inside[0] + 1 :] if inside else frames
+    for frame in reversed(frames):
         path = os.path.abspath(frame.filename)
         if path.startswith(libraries) or "__autograph_generated" in path or path.startswith("<"):
             continue
@@ -73,6 +79,9 @@ def intermediates(layer, x: np.ndarray) -> list[PortValue]:
     index_of = {inputs[0].outputs[0].name: 0}
     results = [PortValue(0, inputs[0].outputs[0].name, "input", np.asarray(x), "", "", ())]
     for tensor, value in zip(fetched, values, strict=True):
+        if tensor.op.type == "Identity" and tensor.op.inputs[0].name in index_of:
+            index_of[tensor.name] = index_of[tensor.op.inputs[0].name]  # a copy: the same value
+            continue
         original = created.get(tensor.op.name)
         where, source = _port_line(getattr(original, "traceback", None), libraries)
         reads = tuple(sorted({index_of[t.name] for t in tensor.op.inputs if t.name in index_of}))
