@@ -73,7 +73,7 @@ class Localization:
         held = [s for s in self.steps[1:] if s.index in self.matched]
         if self.first_wrong is None:
             lines.append(
-                f"  the port computes every line's value within the policy ({len(held)} lines): "
+                f"  the port computes every line's value within the policy ({_lines(len(held))}): "
                 "its forward pass is right here; look at its gradients"
             )
             return "\n".join(lines)
@@ -82,7 +82,7 @@ class Localization:
             before = [s for s in held if s.index < self.first_wrong.index]
             worst = max(self.matched[s.index][1] for s in before)
             lines.append(
-                f"  right through {last.describe()} ({len(before)} lines matched, the worst "
+                f"  right through {last.describe()} ({_lines(len(before))} matched, the worst "
                 f"at {worst:.2g}x)"
             )
         lines.append(f"  first line it never computes: {self.first_wrong.describe()}")
@@ -92,6 +92,10 @@ class Localization:
         if self.relation is not None:
             lines.append(f"  which holds {self.relation.words}")
         return "\n".join(lines)
+
+
+def _lines(count: int) -> str:
+    return f"{count} line" if count == 1 else f"{count} lines"
 
 
 def localization_example(checker: Checker, example: Example) -> Example:
