@@ -111,10 +111,16 @@ def localize(checker: Checker, example: Example) -> Localization | None:
     localization example (or, where the port is right there, on ``example``); None where
     the port's framework cannot list its tensors or the forward pass is too long."""
     found = None
-    for candidate in (localization_example(checker, example), example):
+    candidates = (localization_example(checker, example), example)
+    for candidate in candidates:
         data = checker.example_data(candidate)
-        x, instance, _, _ = checker.loaded_port(candidate, data)
-        values = checker.framework.intermediates(instance.layer, x)
+        try:
+            x, instance, _, _ = checker.loaded_port(candidate, data)
+            values = checker.framework.intermediates(instance.layer, x)
+        except Exception:  # the port's own code: a port that runs on some shapes only
+            if candidate is candidates[-1]:
+                raise
+            continue
         if values is None:
             return None
         steps = checker.references.steps(candidate.channels, data)
