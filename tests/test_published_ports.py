@@ -168,6 +168,25 @@ def test_query_and_key_named_the_other_way_round_pass_with_the_printed_map(workd
     assert status == 0, out
 
 
+def test_a_fused_qkv_convolution_maps_by_its_slices(workdir, capsys):
+    """One convolution for query, key and value, split afterwards: mapped onto its slices in
+    the reference's order, with a note; split in another order, a map of slices fixes it."""
+    port = "tests.power.wild_ports:PAMFusedKQV"
+    argv = ["check", "pam", "--port", port, "--example", "1,16,2,3,1.0,0"]
+    status, out, _ = run(argv, capsys)
+    assert status == 1, out
+    assert "Note: parameters mapped onto slices of a fused weight's last axis" in out, out
+    slices = {"query_conv": "[2:4]", "key_conv": "[0:2]", "value_conv": "[4:20]"}
+    mapping = {
+        f"{conv}.{kind}": f"qkv/{'kernel' if kind == 'weight' else 'bias'}{part}"
+        for conv, part in slices.items()
+        for kind in ("weight", "bias")
+    }
+    (workdir / "map.json").write_text(json.dumps(mapping))
+    status, out, _ = run([*argv, "--weight-map", "map.json"], capsys)
+    assert status == 0, out
+
+
 def test_weight_map_errors_list_the_attribute_paths(workdir, capsys):
     (workdir / "map.json").write_text(json.dumps({"query_conv.weight": "conv2d_3/kernel"}))
     port = f"{PUBLISHED}:PAMKeyNamedQuery"

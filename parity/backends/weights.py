@@ -11,7 +11,7 @@ import numpy as np
 
 from parity.backends.protocol import port_framework
 from parity.core.errors import StateDictMismatchError
-from parity.core.layout import Binding, bindings_for, state_dict_arrays, to_numpy
+from parity.core.layout import Binding, Sliced, bindings_for, state_dict_arrays, to_numpy
 
 
 def _check_shapes(bindings: Iterable[Binding], arrays: Mapping[str, np.ndarray], prefix: str):
@@ -72,10 +72,18 @@ def load_state_dict(
             + "; ".join(problems)
         )
     framework = port_framework()
+    fused: dict[int, tuple] = {}  # id(variable) -> (variable, its value with slices written)
     for binding in bindings:
-        framework.assign(
-            binding.variable, binding.layout.to_keras(arrays[prefix + binding.torch_key])
-        )
+        array = arrays[prefix + binding.torch_key]
+        if isinstance(binding.layout, Sliced):
+            variable, value = fused.get(
+                id(binding.variable), (binding.variable, framework.to_numpy(binding.variable))
+            )
+            fused[id(variable)] = (variable, binding.layout.into(value, array))
+        else:
+            framework.assign(binding.variable, binding.layout.to_keras(array))
+    for variable, value in fused.values():
+        framework.assign(variable, value)
     return bindings
 
 

@@ -134,6 +134,55 @@ def infer_layout(torch_shape: tuple[int, ...], keras_shape: tuple[int, ...]) -> 
 
 
 @dataclass(frozen=True)
+class Sliced(Layout):
+    """A parameter held in a slice of a fused weight's last axis: one convolution computing
+    query, key and value at once, split afterwards (``qkv/kernel[0:4]``). ``base`` lays the
+    parameter out as the slice holds it; ``full`` is the fused weight's shape."""
+
+    base: Layout = VECTOR
+    start: int = 0
+    stop: int = 0
+    full: tuple[int, ...] = ()
+
+    def keras_shape(self, torch_shape):
+        inside = self.base.keras_shape(torch_shape)
+        if inside is None or tuple(inside) != (*self.full[:-1], self.stop - self.start):
+            return None
+        return self.full
+
+    def torch_shape(self, keras_shape):
+        return self.base.torch_shape((*keras_shape[:-1], self.stop - self.start))
+
+    def to_keras(self, array):
+        """The slice's content (``into`` writes it into the fused weight)."""
+        return self.base.to_keras(array)
+
+    def into(self, fused: np.ndarray, array: np.ndarray) -> np.ndarray:
+        written = np.array(fused, copy=True)
+        written[..., self.start : self.stop] = self.base.to_keras(array)
+        return written
+
+    def to_torch(self, array):
+        return self.base.to_torch(np.asarray(array)[..., self.start : self.stop])
+
+    def describe(self) -> str:
+        return f"{self.base.describe()}, in [..., {self.start}:{self.stop}] of a fused weight"
+
+
+def sliced_layout(torch_shape, fused_shape, start: int, stop: int) -> Sliced | None:
+    """The layout of a parameter held in ``[..., start:stop]`` of a weight of
+    ``fused_shape``, if its shape fits there."""
+    if not 0 <= start < stop <= fused_shape[-1]:
+        return None
+    base = infer_layout(torch_shape, (*fused_shape[:-1], stop - start))
+    if base is None:
+        return None
+    return Sliced(
+        base.name, base.torch_layout, base.keras_layout, None, base, start, stop, fused_shape
+    )
+
+
+@dataclass(frozen=True)
 class Binding:
     """One reference parameter bound to one weight of the port (a Keras variable) through a
     layout."""

@@ -206,7 +206,7 @@ def _with_untracked(shapes, port, weight_map, absent, roles) -> Bindings:
             raise UntrackedParameter(port.untracked, error) from error
     bare = {id(v) for v in port.bare}
     untracked = [b for b in bindings if id(b.variable) in bare]
-    return Bindings(bindings, bindings.absent, bindings.declared, untracked)
+    return Bindings(bindings, bindings.absent, bindings.declared, untracked, bindings.fused)
 
 
 def _check_one_parameter_per_weight(weight_map: dict[str, str]) -> None:

@@ -16,6 +16,7 @@ sides, and says in words when the port is another architecture.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Mapping
@@ -25,13 +26,22 @@ from pathlib import Path
 import numpy as np
 
 from parity.core.errors import UnmappedWeights, WeightMapError
-from parity.core.layout import Binding, infer_layout, variable_path
+from parity.core.layout import Binding, infer_layout, sliced_layout, variable_path
 
 Roles = tuple[tuple[str, frozenset[str]], ...]
 """``((role, words), ...)``: the words weight names use for each parameter role of a pair
 (``("query", frozenset({"query", "q"}))``); a pair supplies its own (``ModulePair.roles``)."""
 
 _KINDS = {"weight": {"weight", "kernel", "w"}, "bias": {"bias", "b"}}
+_SLICE = re.compile(r"^(?P<path>.+)\[(?P<start>\d+):(?P<stop>\d+)\]$")
+"""A weight-map entry held in a slice of a fused weight's last axis: ``qkv/kernel[0:4]``."""
+
+
+def _path_and_slice(entry: str) -> tuple[str, tuple[int, int] | None]:
+    found = _SLICE.match(entry)
+    if found is None:
+        return entry, None
+    return found["path"], (int(found["start"]), int(found["stop"]))
 
 
 def _tokens(name: str) -> list[str]:
@@ -88,13 +98,15 @@ class Bindings(list):
     """The bindings, and the reference parameters the port has no counterpart for: held at
     zero in the reference (``absent``), of which ``declared`` the user said so; ``untracked``:
     the bindings whose weight the port's framework does not track (a bare ``tf.Variable``),
-    loaded and differentiated all the same, and a failure of the port whatever the rest."""
+    loaded and differentiated all the same, and a failure of the port whatever the rest;
+    ``fused``: the weight-map entries found as slices of a fused weight, said in a note."""
 
-    def __init__(self, bindings=(), absent=(), declared=(), untracked=()):
+    def __init__(self, bindings=(), absent=(), declared=(), untracked=(), fused=()):
         super().__init__(bindings)
         self.absent = tuple(absent)
         self.declared = tuple(declared)
         self.untracked = tuple(untracked)
+        self.fused = tuple(fused)
 
     @property
     def undeclared(self) -> tuple[str, ...]:
@@ -137,7 +149,7 @@ def map_weights(
         )
     explicit = {k: v for k, v in explicit.items() if v is not None}
     unknown_keys = sorted((set(explicit) | {k for k in declared}) - set(reference))
-    unknown_paths = sorted(set(explicit.values()) - set(by_path))
+    unknown_paths = sorted({_path_and_slice(v)[0] for v in explicit.values()} - set(by_path))
     if unknown_keys or unknown_paths:
         known_paths = [name_of(w) for w in port_weights]
         raise WeightMapError(
@@ -160,19 +172,24 @@ def map_weights(
     taken: set[int] = set()
     problems = []
 
-    def bind(key, weight):
-        layout = infer_layout(reference[key], tuple(weight.shape))
+    def bind(key, weight, part=None):
+        shape = tuple(weight.shape)
+        if part is None:
+            layout = infer_layout(reference[key], shape)
+        else:
+            layout = sliced_layout(reference[key], shape, *part)
         if layout is None:
             return False
         bindings[key] = Binding(key, weight, layout)
         taken.add(id(weight))
         return True
 
-    for key, path in explicit.items():
-        if not bind(key, by_path[path]):
+    for key, entry in explicit.items():
+        path, part = _path_and_slice(entry)
+        if not bind(key, by_path[path], part):
             problems.append(
                 f"weight map: {key!r} {tuple(reference[key])} cannot be held by "
-                f"{path!r} {tuple(by_path[path].shape)}"
+                f"{entry!r} {tuple(by_path[path].shape)}"
             )
     wanted = [k for k in reference if k not in declared]
     for key in wanted:
@@ -197,6 +214,13 @@ def map_weights(
                 break
     missing = [k for k in wanted if k not in bindings]
     extra = [w for w in port_weights if id(w) not in taken and w.trainable]
+    fused: dict[str, list[str]] = {}  # fused weight -> the parameters in its slices
+    if missing and extra and not problems:
+        for key, weight, part in _fused(reference, missing, extra, roles):
+            bind(key, weight, part)
+            fused.setdefault(name_of(weight), []).append(key)
+        missing = [k for k in wanted if k not in bindings]
+        extra = [w for w in port_weights if id(w) not in taken and w.trainable]
     biases = [k for k in missing if reference_role(k)[1] == "bias"]
     if not problems and not extra and missing == biases:
         bound = [bindings[k] for k in wanted if k in bindings]
@@ -204,6 +228,7 @@ def map_weights(
             bound,
             [k for k in reference if k in declared or k in missing],
             [k for k in reference if k in declared],
+            fused=[f"{', '.join(keys)} in {weight}" for weight, keys in fused.items()],
         )
     lines = [*problems]
     if missing:
@@ -229,6 +254,30 @@ def map_weights(
         missing=missing,
         left_over=[name_of(w) for w in extra],
     )
+
+
+def _fused(reference, missing, extra, roles: Roles):
+    """Parameters of one kind (weights, or biases) whose outputs, in the reference's order,
+    add up to the last axis of one port weight: a fused convolution split afterwards
+    (query, key and value from one ``qkv`` convolution). Yields (key, weight, (start,
+    stop)) where every such parameter fits its slice; nothing where any does not."""
+    for kind in ("weight", "bias"):
+        keys = [k for k in missing if reference_role(k, roles)[1] == kind]
+        if len(keys) < 2:
+            continue
+        outputs = [int(reference[k][0]) for k in keys]
+        for weight in extra:
+            shape = tuple(weight.shape)
+            if not shape or shape[-1] != sum(outputs):
+                continue
+            starts = np.cumsum([0, *outputs])
+            parts = [(int(a), int(b)) for a, b in itertools.pairwise(starts)]
+            if all(
+                sliced_layout(reference[k], shape, *part) is not None
+                for k, part in zip(keys, parts, strict=True)
+            ):
+                yield from ((k, weight, part) for k, part in zip(keys, parts, strict=True))
+                break
 
 
 def fill_in(missing, candidates, name_of) -> str:

@@ -186,6 +186,11 @@ class Checker:
             (b.torch_key, instance.name_of(b.variable), b.port_shape)
             for b in getattr(bindings, "untracked", ())
         )
+        fused = getattr(bindings, "fused", ())
+        if fused:
+            note = FUSED_NOTE.format(slices="; ".join(fused))
+            if note not in self.notes:
+                self.notes.append(note)
         return bindings
 
     @property
@@ -326,6 +331,13 @@ class Checker:
             )
         return report
 
+
+FUSED_NOTE = (
+    "parameters mapped onto slices of a fused weight's last axis, in the reference's order "
+    "({slices}); a port that splits it in another order needs --weight-map with its slices, "
+    'as in {{"query_conv.weight": "qkv/kernel[0:4]"}}'
+)
+"""Said whenever the weight map found a fused weight: the order is the reference's guess."""
 
 SHAPE_BOUND_NOTE = (
     "the port did better on a fresh instance built for the example's shape than on one "

@@ -512,6 +512,37 @@ class PAMScaledLikeATransformer(layers.Layer):
 
 # -- expectations --------------------------------------------------------------------------
 
+
+class PAMFusedQKV(layers.Layer):
+    """Faithful: one 1x1 convolution computes query, key and value at once (C -> C/8 + C/8
+    + C channels), split afterwards, as attention blocks often write it; its kernel holds the
+    reference's three in slices of its last axis."""
+
+    def __init__(self, channels, **kwargs):
+        super().__init__(**kwargs)
+        self.reduced = channels // 8
+        self.qkv = layers.Conv2D(2 * self.reduced + channels, 1, name="qkv")
+        self.gamma = self.add_weight(shape=(1,), initializer="zeros", name="gamma")
+
+    def split(self, fused):
+        r = self.reduced
+        return fused[..., :r], fused[..., r : 2 * r], fused[..., 2 * r :]
+
+    def call(self, x):
+        query, key, value = (_flat(t) for t in self.split(self.qkv(x)))
+        attention = ops.softmax(ops.matmul(query, ops.transpose(key, (0, 2, 1))), axis=-1)
+        return self.gamma * ops.reshape(ops.matmul(attention, value), ops.shape(x)) + x
+
+
+class PAMFusedKQV(PAMFusedQKV):
+    """The fused convolution split as key, query, value: a port of another weight order,
+    which maps in the reference's order only with a weight map naming its slices."""
+
+    def split(self, fused):
+        key, query, value = super().split(fused)
+        return query, key, value
+
+
 _QUERY = "query = self.query_conv(x).view(B, -1, N).permute(0, 2, 1)"
 _KEY = "key = self.key_conv(x).view(B, -1, N)"
 _ENERGY = "energy = torch.bmm(query, key)"
@@ -549,6 +580,7 @@ EXPECTED = {
     "CAMGammaXInside": ("cam", "bug", _RETURN),
     "CAMResidualDoubled": ("cam", "bug", _RETURN),
     # faithful
+    "PAMFusedQKV": ("pam", "faithful", None),
     "CAMRowMinShift": ("cam", "faithful", None),
     "cam_negated_gram": ("cam", "faithful", None),
     "PAMEinsumTransposedIndices": ("pam", "faithful", None),
