@@ -63,6 +63,26 @@ class Localization:
         held = [s for s in self.steps[1:end] if s.index in self.matched]
         return held[-1] if held else None
 
+    def as_dict(self) -> dict:
+        """The report's ``localization``: lines as ``{"where", "source"}``, the port's
+        operations as ``{"op", "name", "where", "source"}``."""
+
+        def line(step):
+            return None if step is None else {"where": step.where, "source": step.source}
+
+        places = [self.relation.port] if self.relation is not None else list(self.readers)
+        return {
+            "example": self.example._asdict(),
+            "lines_matched": len([s for s in self.steps[1:] if s.index in self.matched]),
+            "port_tensors": self.port_tensors,
+            "right_through": line(self.last_matched),
+            "first_wrong": line(self.first_wrong),
+            "look_at": [
+                {"op": v.op, "name": v.name, "where": v.where, "source": v.source} for v in places
+            ],
+            "relation": None if self.relation is None else self.relation.words,
+        }
+
     def describe(self) -> str:
         e = self.example
         lines = [

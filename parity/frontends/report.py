@@ -115,6 +115,20 @@ SCHEMA = {
             "items": _COMPARISON,
             "description": "every tensor of the counterexample (or worst example)",
         },
+        "localization": {
+            "type": ["object", "null"],
+            "description": "where inside the module the port first goes wrong: the first "
+            "line of the reference's forward it never computes (null where not localized)",
+            "properties": {
+                "example": {"type": "object"},
+                "lines_matched": {"type": "integer"},
+                "port_tensors": {"type": "integer"},
+                "right_through": {"type": ["object", "null"]},
+                "first_wrong": {"type": ["object", "null"]},
+                "look_at": {"type": "array"},
+                "relation": {"type": ["string", "null"]},
+            },
+        },
         "diagnosis": {
             "oneOf": [
                 {"type": "null"},
@@ -209,6 +223,7 @@ def build_report(
     pictures,
     worst_example=None,
     drawn: ExampleReport | None = None,
+    localization: dict | None = None,
 ) -> dict:
     tensors = [
         {
@@ -241,6 +256,7 @@ def build_report(
         "pictures": pictures,
         "worst_example": None if worst_example is None else worst_example._asdict(),
         "pictures_of": None if drawn is None else _pictures_of(drawn),
+        "localization": localization,
     }
     return json.loads(json.dumps(report, default=_json_default), parse_constant=lambda _: None)
 
@@ -478,10 +494,14 @@ def _save(fig, path: Path) -> str:
 # -- one pair's report, from the driver's outcome ------------------------------------------------
 
 
-def write_report(checker, outcome, diagnosis, *, directory: Path, port: str, replay) -> Path:
+def write_report(
+    checker, outcome, diagnosis, *, directory: Path, port: str, replay, localization=None
+) -> Path:
     """``report.json`` and the pictures of one pair's check (``parity.run.driver.Outcome``) in
     ``directory``; ``port``: how the port was named; ``replay``: the counterexample's
-    replay command (None without one). NotWritable where the folder cannot be made."""
+    replay command (None without one); ``localization``: where inside the module it first
+    goes wrong (``parity.diagnosis.localize.Localization``), if said. NotWritable where the
+    folder cannot be made."""
     from parity.core.errors import NotWritable
 
     pair = checker.pair
@@ -516,6 +536,7 @@ def write_report(checker, outcome, diagnosis, *, directory: Path, port: str, rep
         pictures=pictures,
         worst_example=counterexample or outcome.worst_example,
         drawn=drawn,
+        localization=None if localization is None else localization.as_dict(),
     )
     return write_json(report, directory)
 

@@ -7,8 +7,10 @@ property reaches on any example of its kind); the suite's other power tests shri
 catalogue's ports through the property. The port's tensors are listed on TensorFlow only.
 """
 
+import json
 from dataclasses import replace
 
+import jsonschema
 import keras
 import pytest
 
@@ -17,6 +19,7 @@ from parity.core.spec import with_port
 from parity.core.strategies import Example
 from parity.diagnosis.explain import localized
 from parity.diagnosis.localize import localization_example, localize
+from parity.frontends.report import SCHEMA
 from parity.run.assertions import checker_for
 from tests.helpers import run_cli
 from tests.power import ports, wild_ports
@@ -95,25 +98,25 @@ def test_a_faithful_port_computes_every_line(port):
 
 
 @tensorflow_only
-def test_the_command_prints_where_an_unseen_bug_first_goes_wrong(capsys):
+def test_the_command_prints_where_an_unseen_bug_first_goes_wrong(capsys, tmp_path):
     """A PAM scaled as transformers scale their energy, outside the catalogue: unexplained by
-    the hypotheses, localized at the softmax with the scale named."""
-    status, out, _ = run_cli(
-        [
-            "check",
-            "pam",
-            "--port",
-            "tests.power.wild_ports:PAMScaledLikeATransformer",
-            "--examples",
-            "5",
-        ],
-        capsys,
-    )
+    the hypotheses, localized at the softmax with the scale named, in the report too."""
+    port = "tests.power.wild_ports:PAMScaledLikeATransformer"
+    argv = ["check", "pam", "--port", port, "--examples", "5", "--report", str(tmp_path)]
+    status, out, _ = run_cli(argv, capsys)
     assert status == 1, out
     assert f"first line it never computes: attention.py:53 `{ATTENTION}`" in out, out
     assert "holds 0.5x the reference's value of `energy = torch.bmm(query, key)`" in out, out
     assert "which is 1/2 = 1/sqrt(4)" in out, out
     assert "look at the port's RealDiv at wild_ports.py:" in out, out
+    report = json.loads((tmp_path / "pam" / "report.json").read_text())
+    jsonschema.validate(report, SCHEMA)
+    where = report["localization"]
+    assert where["first_wrong"] == {
+        "where": "attention.py:53",
+        "source": ATTENTION + "  # rows sum to 1",
+    }
+    assert where["look_at"][0]["op"] == "RealDiv" and "1/sqrt(4)" in where["relation"]
 
 
 @tensorflow_only

@@ -187,12 +187,12 @@ def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
         progress.close()
     if outcome.worst:
         print(_table(outcome, checker.policy), file=out)
-    diagnosis = None
+    diagnosis = localization = None
     if outcome.passed:
         print(f"{pair.name}: pass ({time.perf_counter() - started:.1f} s)", file=out)
     else:
         print(f"{pair.name}: FAIL", file=out)
-        diagnosis = _print_failure(pair, args, outcome, checker, out)
+        diagnosis, localization = _print_failure(pair, args, outcome, checker, out)
     if checker.untracked and outcome.counterexample is not None:
         print(untracked_failure(checker, outcome), file=out)
     if checker.undeclared_absent and outcome.counterexample is not None:
@@ -216,6 +216,7 @@ def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
             replay=None
             if counterexample is None
             else replay_command(args, pair.name, counterexample),
+            localization=localization,
         )
         print(f"{pair.name}: report written to {path}", file=out)
     return outcome.passed
@@ -223,7 +224,8 @@ def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
 
 def _print_failure(pair, args, outcome, checker, out):
     """The failure, its diagnosis and, where a shape is involved, the minimal
-    counterexample and its replay command (the driver confirmed that it replays)."""
+    counterexample and its replay command (the driver confirmed that it replays). Returns
+    the diagnosis and the localization (None where there is none), for the report."""
     from parity.core.policy import describe_failures
     from parity.diagnosis.diagnose import Diagnosis
     from parity.diagnosis.explain import explain
@@ -231,7 +233,7 @@ def _print_failure(pair, args, outcome, checker, out):
     example = outcome.counterexample
     if example is None:  # weights the port cannot hold, or a failure that did not replay
         print(outcome.failure, file=out)
-        return Diagnosis(outcome.unconfirmed is None, outcome.failure, restates_error=True)
+        return Diagnosis(outcome.unconfirmed is None, outcome.failure, restates_error=True), None
     print(
         f"Minimal counterexample: batch={example.batch}, channels={example.channels}, "
         f"H={example.height}, W={example.width}, scale={example.scale}, seed={example.seed}",
@@ -241,15 +243,15 @@ def _print_failure(pair, args, outcome, checker, out):
         print(outcome.failure, file=out)
     else:
         print(describe_failures(outcome.report.comparisons), file=out)
-    diagnosis = None
+    diagnosis = localization = None
     if not args.train:  # the diagnosis' hypotheses are about evaluation mode
         explanation = explain(checker, example, crashed=bool(outcome.failure))
-        diagnosis = explanation.diagnosis
+        diagnosis, localization = explanation.diagnosis, explanation.localization
         for line in explanation.lines():
             print(line, file=out)
     print(f"Replay: {replay_command(args, pair.name, example)}", file=out)
     _say_passing_data_format(args, checker, out)
-    return diagnosis
+    return diagnosis, localization
 
 
 def _say_passing_data_format(args, checker, out) -> None:
