@@ -135,6 +135,11 @@ CASES = {
         ["check", "pam", "--port", "tests.bad_input_exits:make"],
         "called sys.exit(0): is it a script rather than the module that holds the port?",
     ),
+    "port module that asks for input when imported": (
+        ["check", "pam", "--port", "tests.bad_input_asks:make"],
+        "cannot import module 'tests.bad_input_asks' for --port tests.bad_input_asks:make: "
+        "EOFError",
+    ),
     "factory returning a PyTorch module": (
         ["check", "pam", "--port", f"{PORTS}:pam_in_pytorch"],
         "the factory returned a PyTorch module (PAM_Module, a torch.nn.Module)",
@@ -184,6 +189,14 @@ def test_bad_input_is_one_line_and_exit_2(case, workdir, monkeypatch, capsys):
     assert len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err + out
     assert "tensor" not in out  # no check ran
+
+
+def test_a_port_module_whose_import_never_ends_is_stopped(monkeypatch, capsys):
+    monkeypatch.setattr("parity.backends.ports.IMPORT_SECONDS", 1)
+    status, out, err = run_cli(["check", "pam", "--port", "tests.bad_input_hangs:make"], capsys)
+    assert (status, len(err.strip().splitlines())) == (2, 1), err
+    assert "took more than 1 s and was stopped: is it a script" in err
+    assert "Traceback" not in err + out
 
 
 @pytest.mark.parametrize(

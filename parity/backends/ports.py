@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import itertools
 import re
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -98,6 +101,38 @@ def describe_error(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
+IMPORT_SECONDS = 120
+"""How long importing a port's module may take: a module that trains or serves when
+imported (a script pointed at by mistake) is stopped then, not waited for."""
+
+
+class _ImportTookTooLong(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _bounded_import(seconds: int):
+    """The import inside stopped after ``seconds`` (on the main thread of a Unix process,
+    where an alarm can interrupt it), with no standard input to wait for."""
+    stdin = sys.stdin
+    sys.stdin = io.StringIO("")  # input() raises EOFError instead of waiting
+    alarm = threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGALRM")
+    if alarm:
+
+        def stop(signum, frame):
+            raise _ImportTookTooLong
+
+        previous = signal.signal(signal.SIGALRM, stop)
+        signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        if alarm:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
+        sys.stdin = stdin
+
+
 def import_target(target: str, option: str = "--port", what: str = "FACTORY") -> Any:
     """``package.module:attribute`` -> the object, importing from the working directory."""
     module_name, sep, attribute = target.partition(":")
@@ -111,8 +146,18 @@ def import_target(target: str, option: str = "--port", what: str = "FACTORY") ->
         )
     working_directory_on_path()
     try:
-        with keras_resolved_to_tf_keras(), contextlib.redirect_stdout(sys.stderr):
+        with (
+            keras_resolved_to_tf_keras(),
+            contextlib.redirect_stdout(sys.stderr),
+            _bounded_import(IMPORT_SECONDS),
+        ):
             module = importlib.import_module(module_name)
+    except _ImportTookTooLong:
+        raise PortLoadError(
+            f"importing module {module_name!r} for {option} {target} took more than "
+            f"{IMPORT_SECONDS} s and was stopped: is it a script that trains or serves when "
+            "imported? (guard its script part with if __name__ == '__main__':)"
+        ) from None
     except SystemExit as error:
         raise PortLoadError(
             f"importing module {module_name!r} for {option} {target} called "
