@@ -154,3 +154,14 @@ def test_keras_2_can_be_forced_and_a_function_port_with_a_static_batch_passes():
     result = parity("cam", "--port", port, "--keras", "2", "--examples", "6")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Warning" not in result.stderr, result.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tf_keras") is None, reason="needs tf-keras")
+def test_a_tf_keras_port_written_for_keras_3_is_checked_under_keras_3():
+    """``from tensorflow import keras`` with ``keras.ops``: sent to tf.keras 2 by its import,
+    where it cannot be built, and checked under Keras 3 instead (what TensorFlow 2.16 and
+    later hand out as tf.keras), with a note."""
+    done = parity("pam", "--port", "tests.power.tf_keras3_ports:PAM", "--examples", "4")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Note: the port uses tf.keras and cannot be built under tf.keras 2" in done.stdout
+    assert "pam: pass" in done.stdout

@@ -200,7 +200,15 @@ def instantiate(factory: Callable, channels: int, x: np.ndarray) -> PortInstance
             return framework.build(factory, channels, x)
     except (PortLoadError, PortCrashed) as error:
         raise_if_keras2(error)
+        if legacy_keras_enabled():
+            BUILD_FAILURES.append(f"{type(error).__name__}: {error}")
         raise
+
+
+BUILD_FAILURES: list[str] = []
+"""The port's failures to build under tf.keras 2, this process: a ``tf.keras`` port that
+cannot build there may be Keras 3 code (TensorFlow 2.16 and later hand out Keras 3 as
+``tf.keras``), and the command then checks it under Keras 3 as well."""
 
 
 def raise_if_keras2(error: BaseException) -> None:

@@ -248,6 +248,13 @@ def uses_keras2_api(source: str) -> bool:
     return False
 
 
+def written_for_keras2(target: str) -> bool:
+    """Whether the port calls Keras 2's own API (``K.reshape``, ``keras.engine``) somewhere
+    in its tree: code that Keras 3 cannot run, unlike ``tf.keras`` code, which TensorFlow
+    2.16 and later run as Keras 3."""
+    return any(uses_keras2_api(source) for source in port_sources(target).values())
+
+
 def looks_legacy(target: str) -> bool:
     """Whether the port of ``MODULE:FACTORY`` is written against Keras 2: tf.keras, or
     standalone Keras 2, in its module or any module of the user's tree it imports (read,

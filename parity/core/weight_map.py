@@ -205,11 +205,15 @@ def map_weights(
         ]
         if len(candidates) == 1:
             bind(key, candidates[0])
-    # One-element parameters (gamma) last, so that they cannot take a one-element bias.
+    # One-element parameters (gamma) last, so that they cannot take a one-element bias; a
+    # convolution's weight or bias never goes to a normalisation layer's own weights.
     for key in sorted(wanted, key=lambda k: int(np.prod(reference[k])) == 1):
         if key in bindings:
             continue
+        kind = reference_role(key, roles)[1]
         for weight in port_weights:
+            if kind is not None and _normalisation_weight(name_of(weight)):
+                continue
             if id(weight) not in taken and bind(key, weight):
                 break
     missing = [k for k in wanted if k not in bindings]
@@ -278,6 +282,16 @@ def _fused(reference, missing, extra, roles: Roles):
             ):
                 yield from ((k, weight, part) for k, part in zip(keys, parts, strict=True))
                 break
+
+
+_NORMALISATION = {"gamma", "beta", "mean", "variance"}
+
+
+def _normalisation_weight(name: str) -> bool:
+    """A BatchNorm's scale, offset or statistics (``bn/gamma``, ``moving_variance``), a
+    vector of more than one element by its name alone."""
+    tokens = _tokens(name)
+    return len(tokens) > 1 and tokens[-1] in _NORMALISATION
 
 
 def fill_in(missing, candidates, name_of) -> str:

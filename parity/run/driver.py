@@ -350,7 +350,9 @@ def untracked_failure(checker: Checker, outcome: Outcome) -> str:
         f"With the reference's values assigned to them, the port matches the reference on "
         f"{outcome.examples_run} examples"
         if outcome.counterexample is None
-        else "The rest was checked with the reference's values assigned to them"
+        else "The rest was checked with the reference's values assigned to them (a port "
+        "written as a function captures them when traced and computes with its own: the "
+        "diagnosis then says what it computes)"
     )
     return (
         f"a parameter that is not a tracked weight: the port keeps {held}, a variable Keras "

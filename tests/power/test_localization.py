@@ -108,7 +108,7 @@ def test_the_command_prints_where_an_unseen_bug_first_goes_wrong(capsys, tmp_pat
     assert f"first line it never computes: attention.py:53 `{ATTENTION}`" in out, out
     assert "holds 0.5x the reference's value of `energy = torch.bmm(query, key)`" in out, out
     assert "which is 1/2 = 1/sqrt(4)" in out, out
-    assert "look at the port's RealDiv at wild_ports.py:" in out, out
+    assert "look at the port's RealDiv at tests/power/wild_ports.py:" in out, out
     report = json.loads((tmp_path / "pam" / "report.json").read_text())
     jsonschema.validate(report, SCHEMA)
     where = report["localization"]

@@ -45,8 +45,15 @@ def _port_line(traceback, libraries) -> tuple[str, str]:
         if path.startswith(libraries) or "__autograph_generated" in path or path.startswith("<"):
             continue
         line = linecache.getline(frame.filename, frame.lineno).strip()
-        return f"{os.path.basename(path)}:{frame.lineno}", line
+        return f"{_shown(path)}:{frame.lineno}", line
     return "", ""
+
+
+def _shown(path: str) -> str:
+    """A port file as its author finds it: relative to the working directory where it lies
+    below it (``layers/attention.py``, not a bare name that the reference's could share)."""
+    relative = os.path.relpath(path)
+    return os.path.basename(path) if relative.startswith("..") else relative
 
 
 def intermediates(layer, x: np.ndarray) -> list[PortValue]:
