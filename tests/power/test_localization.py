@@ -102,7 +102,16 @@ def test_the_command_prints_where_an_unseen_bug_first_goes_wrong(capsys, tmp_pat
     """A PAM scaled as transformers scale their energy, outside the catalogue: unexplained by
     the hypotheses, localized at the softmax with the scale named, in the report too."""
     port = "tests.power.wild_ports:PAMScaledLikeATransformer"
-    argv = ["check", "pam", "--port", port, "--examples", "5", "--report", str(tmp_path)]
+    argv = [
+        "check",
+        "pam",
+        "--port",
+        port,
+        "--example",
+        "1,16,1,2,1.0,0",
+        "--report",
+        str(tmp_path),
+    ]
     status, out, _ = run_cli(argv, capsys)
     assert status == 1, out
     assert f"first line it never computes: attention.py:53 `{ATTENTION}`" in out, out
