@@ -210,9 +210,11 @@ def map_weights(
     for key in sorted(wanted, key=lambda k: int(np.prod(reference[k])) == 1):
         if key in bindings:
             continue
-        kind = reference_role(key, roles)[1]
+        convolution = reference_role(key, roles)[1] is not None and not (
+            _normalisation_parameter(key, reference)
+        )
         for weight in port_weights:
-            if kind is not None and _normalisation_weight(name_of(weight)):
+            if convolution and _normalisation_weight(name_of(weight)):
                 continue
             if id(weight) not in taken and bind(key, weight):
                 break
@@ -292,6 +294,13 @@ def _normalisation_weight(name: str) -> bool:
     vector of more than one element by its name alone."""
     tokens = _tokens(name)
     return len(tokens) > 1 and tokens[-1] in _NORMALISATION
+
+
+def _normalisation_parameter(key: str, reference) -> bool:
+    """A reference parameter of a normalisation layer (its module keeps running
+    statistics): the weights and biases a BatchNorm's own weights may hold."""
+    module = key.rsplit(".", 1)[0]
+    return f"{module}.running_mean" in reference or f"{module}.running_var" in reference
 
 
 def fill_in(missing, candidates, name_of) -> str:

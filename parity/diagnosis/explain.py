@@ -24,11 +24,14 @@ class Explanation:
     localization_note: str | None = None  # why there is none, where that needs saying
 
     def lines(self) -> list[str]:
-        """What is printed after the failure: the diagnosis, where the model first diverges,
-        where inside the module it first goes wrong."""
+        """What is printed after the failure: the diagnosis, where inside the module it first
+        goes wrong, and, where that is not said or a trap was found there, the first
+        sub-module whose output diverges (a sub-module is a coarser place: a CBAM whose
+        channel attention drops a branch first diverges at the spatial attention's
+        convolution, after the line that dropped it)."""
         lines = [] if self.diagnosis.restates_error else [self.diagnosis.text()]
-        whole = self.divergence is not None and self.divergence.first.path == ""
-        if self.divergence is not None and not (whole and self.localization is not None):
+        trapped = self.divergence is not None and self.divergence.first.trap is not None
+        if self.divergence is not None and (trapped or self.localization is None):
             lines.append(self.divergence.describe())
         if self.localization is not None:
             lines.append(self.localization.describe())
@@ -51,8 +54,8 @@ def explain(checker: Checker, example: Example, *, crashed: bool) -> Explanation
             "layer trapped computes what the port computes there, within the policy)",
             diagnosis.findings,
         )
-    if crashed or (divergence is not None and divergence.first.path != ""):
-        return Explanation(diagnosis, divergence)  # a sub-module named: the place to look
+    if crashed:
+        return Explanation(diagnosis, divergence)
     localization, note = localized(checker, example)
     return Explanation(diagnosis, divergence, localization, note)
 

@@ -32,9 +32,9 @@ LOCALIZATION_SCALE = 0.5
 """Soft attention rows (a saturated row is one-hot whatever its logits)."""
 LOCALIZATION_CHANNELS = (32, 24, 40, 16, 48)
 """Channel counts tried in order, the first the pair allows: 32 keeps C, C/8 and H*W apart."""
-MAX_STEPS = 400
-"""Longer forward passes (the whole DANet) are localized by sub-module instead
-(``parity.diagnosis.divergence``)."""
+MAX_STEPS = 120
+"""Longer forward passes (the whole DANet: its backbone) are located by sub-module instead
+(``parity.diagnosis.divergence``); the head, PAM, CAM and CBAM fit."""
 _SOFTMAX = {"_softmax", "softmax"}
 
 
@@ -94,7 +94,8 @@ class Localization:
         if self.first_wrong is None:
             lines.append(
                 f"  the port computes every line's value within the policy ({_lines(len(held))}): "
-                "its forward pass is right here; look at its gradients"
+                "what differs comes after them (which values it returns, in which order) or "
+                "is in its gradients"
             )
             return "\n".join(lines)
         last = self.last_matched
@@ -207,6 +208,11 @@ def _localize(example, steps, values, policy: TolerancePolicy, one_element) -> L
         )
         if earlier is not None:
             aliases[step.index] = earlier
+    # A value that is one number repeated (a softmax over one position) says nothing of
+    # what computed it: neither held nor missed.
+    for step in steps[1:]:
+        if step.index not in aliases and _constant(step.truth):
+            aliases[step.index] = step.index
     matched = {0: (values[0], 0.0)}
     used = {0}  # port values that hold some reference value, the input's relayouts too
     for step in steps:
@@ -216,7 +222,7 @@ def _localize(example, steps, values, policy: TolerancePolicy, one_element) -> L
             matched[step.index] = found[0]
 
     def source(index):
-        while index in aliases:
+        while index in aliases and aliases[index] != index:
             index = aliases[index]
         return index
 
@@ -260,6 +266,10 @@ def _localize(example, steps, values, policy: TolerancePolicy, one_element) -> L
         relation,
         len(values) - 1,
     )
+
+
+def _constant(value: np.ndarray) -> bool:
+    return value.size > 0 and bool(np.all(value == value.reshape(-1)[0]))
 
 
 def _relaid(earlier: np.ndarray, later: np.ndarray, sizes) -> bool:

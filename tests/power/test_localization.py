@@ -154,6 +154,17 @@ def test_a_wild_port_gets_its_verdict_and_its_line(name):
         assert WILD_RELATIONS[name] in relation, found.describe()
 
 
+@tensorflow_only
+def test_another_pair_is_localized_with_no_code_of_its_own():
+    """CBAM (its reference defined in its pair file): the port that forgets the max-pooled
+    branch misses the line that computes it."""
+    from parity.pairs.cbam import cbam_without_max_pool
+
+    found = _localized(registry.pair("cbam"), cbam_without_max_pool)
+    assert found.first_wrong is not None, found.describe()
+    assert found.first_wrong.source.startswith("maximum = self.fc2("), found.describe()
+
+
 @pytest.mark.skipif(ON_TENSORFLOW, reason="the note is for the other backends")
 def test_another_backend_says_it_does_not_localize():
     checker = _checker(PAM, ports.PAMSoftmaxWrongAxis)

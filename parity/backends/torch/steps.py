@@ -149,7 +149,7 @@ def _recompute(records: list[_Record], index: int) -> Callable[[dict], np.ndarra
                     if isinstance(old, torch.Tensor):
                         memo[id(old)] = new
         floating = [t for t in tree_flatten(result)[0] if isinstance(t, torch.Tensor)]
-        return floating[0].double().numpy()
+        return floating[0].detach().double().numpy()
 
     return recompute
 
@@ -164,7 +164,7 @@ def record_steps(
     try:
         bound = RunningErrorBound(precision)
         truth = _record(module64, x64, bound)
-        deviations = [bound.deviation(r.value).numpy() for r in truth]
+        deviations = [bound.deviation(r.value).detach().numpy() for r in truth]
     except NoErrorRule:
         truth = _record(module64, x64, None)
     low = _record(module32, x32, None)
@@ -180,11 +180,11 @@ def record_steps(
                 where=where,
                 source=source,
                 op=record.op,
-                truth=record.value.double().numpy().copy(),
-                reference=low[i].value.double().numpy().copy() if same_lines else None,
+                truth=record.value.detach().double().numpy().copy(),
+                reference=low[i].value.detach().double().numpy().copy() if same_lines else None,
                 deviation=None if deviations is None else deviations[i],
                 parents=tuple(sorted(record.parents)),
-                op_inputs=tuple(t.double().numpy().copy() for t in record.inputs),
+                op_inputs=tuple(t.detach().double().numpy().copy() for t in record.inputs),
                 op_arguments=record.arguments,
                 recompute=_recompute(truth, i) if i else None,
             )
