@@ -281,7 +281,8 @@ def _relaid(earlier: np.ndarray, later: np.ndarray, sizes) -> bool:
 def _readers(values: list[PortValue], held: set[int], used: set[int]) -> tuple[PortValue, ...]:
     """The port's first operations that read the matched inputs, compute nothing the
     reference does and feed nothing that does: where to look (two at most, one per source
-    line; the port's last operation only where nothing else reads them)."""
+    line; never the port's last operation, which reads the input for its residual whatever
+    the bug)."""
     last = values[-1].index
     readers_of: dict[int, list[int]] = {}
     for value in values:

@@ -56,7 +56,7 @@ def _shown(path: str) -> str:
     return os.path.basename(path) if relative.startswith("..") else relative
 
 
-def intermediates(layer, x: np.ndarray) -> list[PortValue]:
+def intermediates(layer, x: np.ndarray) -> list[PortValue] | None:
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
@@ -70,8 +70,8 @@ def intermediates(layer, x: np.ndarray) -> list[PortValue]:
     with graph.as_default():
         tf.graph_util.import_graph_def(frozen.graph.as_graph_def(), name="")
     inputs = [op for op in graph.get_operations() if op.type == "Placeholder"]
-    if len(inputs) != 1:
-        return []
+    if len(inputs) != 1:  # the input is not one placeholder: nothing to fetch against
+        return None
     created = {op.name: op for op in traced.graph.get_operations()}
     libraries = _library_dirs()
     on_input = {inputs[0].name}  # operations whose results depend on the input

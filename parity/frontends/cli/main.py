@@ -496,6 +496,7 @@ def _or_under_keras3(args, pairs, report_dir) -> int:
     from parity.backends.ports import BUILD_FAILURES
     from parity.backends.which_keras import LEGACY_ENV
 
+    BUILD_FAILURES.clear()
     held = io.StringIO()
     results = [run_module(pair, args, report_dir, out=held) for pair in pairs]
     if BUILD_FAILURES:
