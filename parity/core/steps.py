@@ -39,9 +39,14 @@ class Step:
     def is_input(self) -> bool:
         return self.index == 0
 
+    @property
+    def code(self) -> str:
+        """The line without its trailing comment."""
+        return self.source.split("  #")[0].strip()
+
     def describe(self) -> str:
-        """Where and what, the line's comment left out: ``attention.py:53 `attention = ...```."""
-        return f"{self.where} `{self.source.split('  #')[0].strip()}`"
+        """Where and what: ``attention.py:53 `attention = self.softmax(energy)```."""
+        return f"{self.where} `{self.code}`"
 
 
 @dataclass(frozen=True)

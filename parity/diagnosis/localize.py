@@ -450,7 +450,7 @@ def _transposed_input(step: Step, steps, unmatched, sizes, policy) -> Relation |
 def _named(step: Step) -> str:
     if step.is_input:
         return "the input x"
-    return f"`{step.source.split('  #')[0].strip()}` ({step.where})"
+    return f"`{step.code}` ({step.where})"
 
 
 def _nice(alpha: float, sizes) -> str:
