@@ -65,6 +65,17 @@ CASES = {
             'name its weights: --weight-map FILE.json with {"query_conv.weight": "?"',
         ],
     ),
+    "PAMConvBatchNormReLU": (
+        "pam",
+        2,
+        [
+            "normalisation layers the reference does not (block_1/bn, block_2/bn, "
+            "block_3/bn: BatchNorm",
+            "port weights no reference parameter maps to: block_1/bn/gamma (2,), "
+            "block_1/bn/beta (2,), block_2/bn/gamma (2,), block_2/bn/beta (2,), "
+            "block_3/bn/gamma (16,), block_3/bn/beta (16,)",
+        ],
+    ),
     "CAMBareGamma": (
         "cam",
         1,

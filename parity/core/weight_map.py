@@ -214,7 +214,7 @@ def map_weights(
             _normalisation_parameter(key, reference)
         )
         for weight in port_weights:
-            if convolution and _normalisation_weight(name_of(weight)):
+            if convolution and _normalisation_weight(weight, name_of):
                 continue
             if id(weight) not in taken and bind(key, weight):
                 break
@@ -289,11 +289,12 @@ def _fused(reference, missing, extra, roles: Roles):
 _NORMALISATION = {"gamma", "beta", "mean", "variance"}
 
 
-def _normalisation_weight(name: str) -> bool:
-    """A BatchNorm's scale, offset or statistics (``bn/gamma``, ``moving_variance``), a
-    vector of more than one element by its name alone."""
-    tokens = _tokens(name)
-    return len(tokens) > 1 and tokens[-1] in _NORMALISATION
+def _normalisation_weight(weight, name_of) -> bool:
+    """A BatchNorm's scale, offset or statistics (``bn/gamma``, ``moving_variance``): a
+    vector of more than one element with such a name."""
+    tokens = _tokens(name_of(weight))
+    shape = tuple(weight.shape)
+    return bool(tokens) and tokens[-1] in _NORMALISATION and len(shape) == 1 and int(shape[0]) > 1
 
 
 def _normalisation_parameter(key: str, reference) -> bool:
@@ -333,13 +334,7 @@ def describe_structure(reference, missing, extra, name_of, roles: Roles = ()) ->
                 f"the reference's {key.rsplit('.', 1)[0]} maps {in_ref} -> {out_ref} channels"
             )
     norms = sorted(
-        {
-            name_of(w).rsplit("/", 1)[0]
-            for w in extra
-            if _tokens(name_of(w))[-1] in {"gamma", "beta", "mean", "variance"}
-            and len(w.shape) == 1
-            and int(w.shape[0]) > 1
-        }
+        {name_of(w).rsplit("/", 1)[0] for w in extra if _normalisation_weight(w, name_of)}
     )
     if norms:
         parts.append(

@@ -163,6 +163,42 @@ class PAMBatchNormQueryKey(layers.Layer):
         return self.gamma * tf.reshape(tf.matmul(attention, value), tf.shape(x)) + x
 
 
+class _ConvBatchNormReLU(layers.Layer):
+    """A 1x1 convolution, BatchNorm and ReLU: the block segmentation libraries reuse."""
+
+    def __init__(self, filters, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = layers.Conv2D(filters, 1)
+        self.bn = layers.BatchNormalization()
+
+    def call(self, x, training=None):
+        return tf.nn.relu(self.bn(self.conv(x), training=training))
+
+
+class PAMConvBatchNormReLU(layers.Layer):
+    """Another architecture that keeps the reference's shapes: query, key and value are the
+    reference's convolutions (C -> C/8, C/8, C), each followed by BatchNorm and ReLU, in
+    blocks whose names say no role. A BatchNorm's gamma and beta have a convolution bias's
+    shape: mapped by order, they would take the key's bias and hide themselves from the
+    list of what no reference parameter maps to."""
+
+    def __init__(self, in_dim, **kwargs):
+        super().__init__(**kwargs)
+        self.block_1 = _ConvBatchNormReLU(in_dim // 8)
+        self.block_2 = _ConvBatchNormReLU(in_dim // 8)
+        self.block_3 = _ConvBatchNormReLU(in_dim)
+        self.gamma = self.add_weight(name="gamma", shape=(1,), initializer="zeros")
+
+    def call(self, x, training=None):
+        b, h, w, _ = tf.unstack(tf.shape(x))
+        query, key, value = (
+            tf.reshape(block(x, training=training), (b, h * w, -1))
+            for block in (self.block_1, self.block_2, self.block_3)
+        )
+        attention = tf.nn.softmax(tf.matmul(query, key, transpose_b=True))
+        return self.gamma * tf.reshape(tf.matmul(attention, value), tf.shape(x)) + x
+
+
 class CAMBareGamma(layers.Layer):
     """Faithful math, with ``gamma`` in a bare ``tf.Variable`` that Keras does not track."""
 
