@@ -148,7 +148,8 @@ def localize(checker: Checker, example: Example) -> Localization | None:
         if len(steps) > MAX_STEPS:
             return None
         one_element = {k: float(v.reshape(-1)[0]) for k, v in data.state.items() if v.size == 1}
-        found = _localize(candidate, steps, values, checker.policy, one_element)
+        with np.errstate(all="ignore"):  # a port's inf or NaN holds nothing and relates to nothing
+            found = _localize(candidate, steps, values, checker.policy, one_element)
         if found.first_wrong is not None:
             return found
     return found

@@ -8,6 +8,7 @@ catalogue's ports through the property. The port's tensors are listed on TensorF
 """
 
 import json
+import warnings
 from dataclasses import replace
 
 import jsonschema
@@ -32,6 +33,7 @@ PAM_OUT = "out = torch.bmm(value, attention.permute(0, 2, 1))"
 CAM_OUT = "out = torch.bmm(attention, value).view(B, C, H, W)"
 ENERGY = "energy = torch.bmm(query, key)"
 RESULT = "return self.gamma * out + x"
+CAM_ATTENTION = "attention = self.softmax(energy_new)"
 
 # port -> (pair, the reference line it first misses, words of the relation printed there)
 CATALOGUE = {
@@ -171,3 +173,19 @@ def test_another_backend_says_it_does_not_localize():
     found, note = localized(checker, Example(1, 16, 2, 3, 1.0, 0))
     assert found is None
     assert "not localized on Keras'" in note and "TensorFlow backend" in note
+
+
+@tensorflow_only
+def test_an_unshifted_logsumexp_softmax_is_rejected_and_localized(capsys):
+    """The softmax as exp(z - log(sum(exp(z)))) without the row max: the property's own
+    examples find where it overflows, and the softmax's line is the first it misses, said
+    with no numpy warning about the port's infinities."""
+    port = "tests.power.wild_ports:CAMUnshiftedLogSumExp"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        status, out, _ = run_cli(["check", "cam", "--port", port], capsys)
+    assert status == 1, out
+    assert "NaN or infinite" in out, out
+    assert f"first line it never computes: attention.py:82 `{CAM_ATTENTION}`" in out, out
+    ours = [w for w in caught if "/parity/" in w.filename or "numpy" in w.filename]
+    assert not ours, [f"{w.filename}:{w.lineno}: {w.message}" for w in ours]

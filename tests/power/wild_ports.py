@@ -593,3 +593,19 @@ EXPECTED = {
 }
 """Port name -> (pair, "bug" or "faithful", a substring of the reference line that must be the
 first one whose value the port never computes; None for a faithful port)."""
+
+
+class CAMUnshiftedLogSumExp(_GammaCAM):
+    """A softmax written as exp(z - log(sum(exp(z)))) without the row max taken out first:
+    exp overflows to inf once z passes 88 (float32's largest exponent), and before that
+    log(sum) rounds to ulp(z), an error of about |z| ulps in every weight of a saturated row."""
+
+    def call(self, x):
+        features = _flat(x)
+        energy = ops.matmul(ops.transpose(features, (0, 2, 1)), features)
+        z = ops.max(energy, axis=-1, keepdims=True) - energy
+        log_sum = ops.log(ops.sum(ops.exp(z), axis=-1, keepdims=True))
+        attention = ops.exp(z - log_sum)
+        out = ops.matmul(features, ops.transpose(attention, (0, 2, 1)))
+        return self.gamma * ops.reshape(out, ops.shape(x)) + x
+
