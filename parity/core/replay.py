@@ -29,6 +29,7 @@ class Origin:
     variant: str | None = None  # a registered size (danet: resnet50)
     no_tf32: bool = False
     factor: float | None = None  # the policy's, where not the default
+    export: str | None = None  # the artifact judged (--export tflite)
 
     def flags(self) -> str:
         """The ``parity check`` flags ("" for the bundled port at its registered size)."""
@@ -41,6 +42,7 @@ class Origin:
         flags += [f"--data-format {self.data_format}"] if self.data_format else []
         flags += ["--no-tf32"] if self.no_tf32 else []
         flags += [f"--factor {self.factor:g}"] if self.factor is not None else []
+        flags += [f"--export {self.export}"] if self.export else []
         return " ".join(flags)
 
     def __bool__(self) -> bool:

@@ -318,9 +318,8 @@ def replays(checker: Checker, procedure: Procedure, example: Example) -> bool:
     checker like ``checker``, the port built on the preflight shape first, then the
     example alone."""
     from parity.core.errors import PortError
-    from parity.run.engine import Checker
 
-    fresh = Checker(checker.pair, checker.policy, checker.mode, checker.precision)
+    fresh = checker.fresh()
     preflight(fresh, Outcome(checker.pair.name))
     try:
         return not procedure.check(fresh, example).passed

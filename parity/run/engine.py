@@ -114,6 +114,10 @@ class Checker:
         self.untracked: tuple[tuple[str, str, tuple], ...] = ()
         self.notes: list[str] = []  # said with the verdict; not failures
 
+    def fresh(self) -> Checker:
+        """A checker like this one that has run nothing (a replay's)."""
+        return Checker(self.pair, self.policy, self.mode, self.precision)
+
     # -- inputs -------------------------------------------------------------------------
     def example_data(self, example: Example) -> ExampleData:
         rng = np.random.default_rng(example.seed)

@@ -608,4 +608,3 @@ class CAMUnshiftedLogSumExp(_GammaCAM):
         attention = ops.exp(z - log_sum)
         out = ops.matmul(features, ops.transpose(attention, (0, 2, 1)))
         return self.gamma * ops.reshape(out, ops.shape(x)) + x
-

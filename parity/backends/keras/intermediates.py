@@ -58,13 +58,22 @@ def _shown(path: str) -> str:
 
 def intermediates(layer, x: np.ndarray) -> list[PortValue] | None:
     import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
 
     traced = tf.function(lambda t: layer(t)).get_concrete_function(
         tf.TensorSpec(x.shape, tf.float32)
     )
+    return graph_values(traced, x)
+
+
+def graph_values(traced, x: np.ndarray) -> list[PortValue] | None:
+    """Every floating tensor of a concrete function of one input (a port traced here, or a
+    SavedModel's signature) that depends on the input, its variables frozen; named by the
+    port's source lines where the function was traced in this process."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
     frozen = convert_variables_to_constants_v2(traced)
     graph = tf.Graph()
     with graph.as_default():

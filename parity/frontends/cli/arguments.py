@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from parity.backends.keras.export import ARTIFACTS
 from parity.backends.which_keras import keras_major
 from parity.core import registry
 from parity.core.errors import UsageError
@@ -213,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the replay command)",
     )
     check.add_argument(
+        "--export",
+        choices=list(ARTIFACTS),
+        help="check the artifact you ship instead: the port exported in this format (Keras' "
+        "Model.export) and run by its runtime (TensorFlow, LiteRT, onnxruntime), outputs "
+        "only; needs the export extra",
+    )
+    check.add_argument(
         "--no-tf32",
         action="store_true",
         help="on a GPU, float32 computed as float32: TF32 off in PyTorch and TensorFlow, "
@@ -337,6 +345,10 @@ def validate_check(args) -> None:
             "give either --example (one example, checked as it is) or --examples N (a "
             "search of N examples), not both"
         )
+    if args.export and args.train:
+        raise UsageError("--export checks an artifact's outputs; --train needs the port itself")
+    if args.export and port_keras_major(args) == "2":
+        raise UsageError(f"--export {args.export} exports Keras 3 ports; this one is Keras 2's")
     modules = [] if args.spec else (args.modules or registry.names())
     check_names(tuple(args.modules), args.variant)
     if args.example is not None:

@@ -79,6 +79,7 @@ def replay_command(args, module: str, example) -> str:
         variant=args.variant,
         no_tf32=args.no_tf32,
         factor=args.factor,
+        export=args.export,
     )
     target = f"--spec {args.spec}" if args.spec else module
     return command(target, example, origin=origin, train=args.train)
@@ -91,6 +92,10 @@ def _budget(pair, args):
     requested = args.examples
     if requested is None and args.variant is not None:
         requested = registry.definition(pair.name).size_variant(args.variant).examples
+    if requested is None and args.export is not None:
+        from parity.run.exported import DEFAULT_EXPORT_EXAMPLES
+
+        requested = DEFAULT_EXPORT_EXAMPLES
     return Budget(examples=examples_for(pair, requested), seed=args.seed, example=args.example)
 
 
@@ -171,7 +176,12 @@ def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
     total = 1 if args.example is not None else chosen.examples
     progress = Progress(pair.name, total, sys.stderr)
     started = time.perf_counter()
-    checker = checker_for(pair, policy_for(args))
+    if args.export:
+        from parity.run.exported import exported_checker
+
+        checker = exported_checker(pair, args.export, policy_for(args))
+    else:
+        checker = checker_for(pair, policy_for(args))
     try:
         outcome = find_counterexample(
             checker,

@@ -121,7 +121,11 @@ def pytest_report_header(config):
         backend = port_framework().backend
     return [
         f"danet-parity {_installed('danet-parity')}: port under test: "
-        + (port or "none given (--parity-port; the bundled ports where a suite runs them)"),
+        + (
+            port
+            or "none given with --parity-port (ports your tests pass to check_port are listed "
+            "at the end; the bundled ports where a suite runs them)"
+        ),
         f"danet-parity: hypothesis profile {settings.get_current_profile_name()!r}, "
         f"{examples} examples per property, derandomize={current.derandomize}; "
         f"torch {_installed('torch')}, tensorflow {tensorflow}, keras {_installed('keras')} "
@@ -155,9 +159,20 @@ def pytest_collection_modifyitems(session, config, items):
 
     if any(_is_property(item, properties.PROPERTIES) for item in items):
         return
-    # Named as inside the package wherever it is installed:
-    # parity/frontends/pytest/properties.py::test_...
+    # Named after the port, as its user reads it: my_port:make_pam::test_..._match_reference[pam]
     module = pytest.Module.from_parent(
-        session, path=Path(properties.__file__), nodeid="parity/frontends/pytest/properties.py"
+        session, path=Path(properties.__file__), nodeid=_options(config)[0]
     )
     items.extend(session.genitems(module))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The ports ``check_port`` checked in the session's own tests (the header knows only
+    the one given with --parity-port)."""
+    from parity.frontends.pytest import properties
+
+    checked = sorted(properties.CHECKED)
+    if checked:
+        terminalreporter.write_line(
+            "danet-parity: check_port checked " + ", ".join(f"{p} ({m})" for p, m in checked)
+        )

@@ -34,6 +34,9 @@ from parity.core.weight_map import read_weight_map
 from parity.run.assertions import checker_for
 from parity.run.driver import Budget, Evaluation, Outcome, Procedure, find_counterexample
 
+CHECKED: set[tuple[str, str]] = set()
+"""(port, module) of every ``check_port`` call in this process: the plugin lists them."""
+
 
 def run_property(
     pair: ModulePair,
@@ -117,4 +120,5 @@ def check_port(
         base = registry.pair(module or detect_module(port, fmt))
         origin = Origin(port=f"{port.__module__}:{port.__qualname__}", factor=factor)
         pair = with_port(base, port, weight_map=weight_map, data_format=data_format, origin=origin)
+    CHECKED.add((origin.port, pair.name))
     return run_property(pair, examples=examples, policy=policy)
