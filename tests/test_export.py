@@ -97,3 +97,14 @@ def test_a_missing_runtime_is_one_line_with_the_install_command(capsys, monkeypa
 def test_export_with_a_training_step_is_a_usage_error(capsys):
     status, _, err = run_cli(["check", "head", "--export", "tflite", "--train", "sgd"], capsys)
     assert status == 2 and "--train needs the port itself" in err, err
+
+
+def test_an_int8_file_is_measured_in_quantization_steps(capsys):
+    """No parity claimed: each output's error in units of its own quantization step."""
+    argv = ["check", "cam", "--export", "tflite-int8", "--examples", "2"]
+    status, out, _ = run_cli(argv, capsys)
+    assert status == 0, out
+    assert "cam: int8 measured on 2 examples" in out, out
+    assert "no float parity claimed" in out and "cam: measured" in out, out
+    worst = float(out.split("cam: worst at ")[1].split(": ")[1].split(" steps")[0])
+    assert 0.5 <= worst < 1e3, out  # at least the output's own rounding; a step found

@@ -60,5 +60,11 @@ class ArtifactChecker(Checker):
 def exported_checker(
     pair: ModulePair, artifact_name: str, policy: TolerancePolicy = DEFAULT_POLICY
 ) -> ArtifactChecker:
-    """The checker of ``pair``'s port exported as ``artifact_name`` (``export.ARTIFACTS``)."""
-    return ArtifactChecker(pair, export.ARTIFACTS[artifact_name], policy)
+    """The checker of ``pair``'s port exported as ``artifact_name`` (``export.ARTIFACTS``);
+    an int8 file's measures instead (``parity.run.quantized``)."""
+    artifact = export.ARTIFACTS[artifact_name]
+    if artifact.quantized:
+        from parity.run.quantized import Int8Measurement
+
+        return Int8Measurement(pair, artifact)
+    return ArtifactChecker(pair, artifact, policy)

@@ -21,6 +21,7 @@ class ArtifactFramework:
         self._framework = framework
         self.artifact = artifact
         self.name = f"{framework.name}, exported as {artifact.name}"
+        self.last_steps: tuple[float, ...] = ()  # an int8 file's output steps, last forward
 
     def __getattr__(self, name):
         return getattr(self._framework, name)
@@ -33,6 +34,8 @@ class ArtifactFramework:
     def forward(self, layer, x: np.ndarray, mode: str = "eager") -> tuple[np.ndarray, ...]:
         with tempfile.TemporaryDirectory(prefix="parity-export-") as directory:
             path = self._exported(layer, x, directory)
+            if self.artifact.quantized:
+                self.last_steps = export.output_steps(path)
             return export.run(self.artifact, path, x)
 
     def intermediates(self, layer, x: np.ndarray):

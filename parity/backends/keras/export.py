@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from parity.backends.quiet import native_stderr_silenced
 from parity.core.errors import CannotCheck
 from parity.core.steps import PortValue
 
@@ -36,7 +37,11 @@ class ExportRuntimeMissing(CannotCheck):
         )
 
 
-def _float16_weights() -> dict:
+def _no_options(x: np.ndarray) -> dict:
+    return {}
+
+
+def _float16_weights(x: np.ndarray) -> dict:
     import tensorflow as tf
 
     return {
@@ -54,7 +59,9 @@ class Artifact:
     suffix: str  # the file's ending ("" for a directory)
     runtime: str  # "saved_model", "litert" or "onnxruntime"
     precision: str = "float32"  # the compute dtype its numbers are judged in
-    options: Callable[[], dict] = field(default=dict, compare=False)  # the converter's
+    # The converter's options for an input like x (int8's calibration inputs are drawn so).
+    options: Callable[[np.ndarray], dict] = field(default=_no_options, compare=False)
+    quantized: bool = False  # int8: measured in quantization steps, no parity claimed
     training: bool = False  # the export traced in training mode (a planted bug's)
 
     @property
@@ -67,6 +74,30 @@ class Artifact:
         }[self.runtime]
 
 
+CALIBRATION_INPUTS = 16
+"""Inputs the int8 converter calibrates its activation ranges on."""
+
+
+def _int8(x: np.ndarray) -> dict:
+    """Full integer quantization (weights and activations in int8, float in and out),
+    calibrated on inputs drawn as the pair's strategy draws them: standard normal values at
+    the example's scale, of its shape."""
+    import tensorflow as tf
+
+    scale = float(np.std(x)) or 1.0
+    rng = np.random.default_rng(0)
+
+    def representative():
+        for _ in range(CALIBRATION_INPUTS):
+            yield [(scale * rng.standard_normal(x.shape)).astype(np.float32)]
+
+    return {
+        "optimizations": [tf.lite.Optimize.DEFAULT],
+        "representative_dataset": representative,
+        "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
+    }
+
+
 ARTIFACTS = {
     artifact.name: artifact
     for artifact in (
@@ -74,6 +105,7 @@ ARTIFACTS = {
         Artifact("tflite", "litert", ".tflite", "litert"),
         Artifact("tflite-fp16", "litert", ".tflite", "litert", "float16", _float16_weights),
         Artifact("onnx", "onnx", ".onnx", "onnxruntime"),
+        Artifact("tflite-int8", "litert", ".tflite", "litert", options=_int8, quantized=True),
     )
 }
 
@@ -90,8 +122,9 @@ def require(artifact: Artifact) -> None:
 @contextlib.contextmanager
 def _converters_quiet():
     """The converters' chatter (tf2onnx's NumPy FutureWarnings, TensorFlow's
-    deprecations, LiteRT's delegate line) is theirs, not the port's."""
-    with warnings.catch_warnings():
+    deprecations, the TFLite converter's and LiteRT's lines on the native stderr) is theirs,
+    not the port's; their errors still come as exceptions."""
+    with warnings.catch_warnings(), native_stderr_silenced():
         warnings.simplefilter("ignore")
         yield
 
@@ -120,7 +153,7 @@ def export(layer, x: np.ndarray, artifact: Artifact, directory: str) -> str:
             format=artifact.keras_format,
             verbose=False,
             input_signature=signature,
-            **artifact.options(),
+            **artifact.options(x),
         )
     return path
 
@@ -154,11 +187,26 @@ def tensors(artifact: Artifact, path: str, x: np.ndarray) -> list[PortValue] | N
 
 
 def _interpreter(path: str, preserve: bool = False):
-    from ai_edge_litert.interpreter import Interpreter
+    """The LiteRT interpreter users run; ``preserve``: every intermediate tensor kept, and
+    no delegate (XNNPACK's kernels would compute whole subgraphs without them)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interpreter = Interpreter(model_path=path, experimental_preserve_all_tensors=preserve)
+    if preserve:
+        interpreter = Interpreter(
+            model_path=path,
+            experimental_preserve_all_tensors=True,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
+    else:
+        interpreter = Interpreter(model_path=path)
     interpreter.allocate_tensors()
     return interpreter
+
+
+def _operations(interpreter) -> list[dict]:
+    """The model's own operations, in order (LiteRT's only listing of them), without the
+    DELEGATE nodes a delegate adds in place of the operations it runs."""
+    return [op for op in interpreter._get_ops_details() if op["op_name"] != "DELEGATE"]
 
 
 def _litert_outputs(interpreter, x: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -169,6 +217,30 @@ def _litert_outputs(interpreter, x: np.ndarray) -> tuple[np.ndarray, ...]:
     (given,) = runner.get_input_details()
     outputs = runner(**{given: x})
     return tuple(np.array(outputs[name]) for name in sorted(outputs, key=_position))
+
+
+def output_steps(path: str) -> tuple[float, ...]:
+    """Each output's quantization step in an int8 file with float outputs: the scale of the
+    int8 tensor that its final DEQUANTIZE reads (0 where an output is not quantized)."""
+    with _converters_quiet():
+        interpreter = _interpreter(path)
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    made_by = {}
+    for op in _operations(interpreter):
+        for tensor in op["outputs"]:
+            made_by[tensor] = op
+    (signature,) = interpreter.get_signature_list()
+    outputs = interpreter.get_signature_list()[signature]["outputs"]
+    runner = interpreter.get_signature_runner(signature)
+    indices = runner.get_output_details()
+    steps = []
+    for name in sorted(outputs, key=_position):
+        op = made_by.get(indices[name]["index"])
+        scale = 0.0
+        if op is not None and op["op_name"] == "DEQUANTIZE":
+            scale = float(details[op["inputs"][0]]["quantization"][0])
+        steps.append(scale)
+    return tuple(steps)
 
 
 def _position(name: str) -> tuple[int, str]:
@@ -186,7 +258,7 @@ def _litert_tensors(path: str, x: np.ndarray) -> list[PortValue]:
     names = {d["index"]: d["name"].split(";")[0] for d in interpreter.get_tensor_details()}
     index_of = {given["index"]: 0}
     values = [PortValue(0, given["name"], "input", np.asarray(x, np.float64), "", "", ())]
-    for op in interpreter._get_ops_details():  # LiteRT's only listing of its operations
+    for op in _operations(interpreter):
         reads = tuple(sorted({index_of[i] for i in op["inputs"] if i in index_of}))
         if not reads:  # an operation on constants alone (a dequantized weight)
             continue

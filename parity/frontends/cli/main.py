@@ -195,11 +195,16 @@ def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
         raise
     finally:
         progress.close()
-    if outcome.worst:
+    if getattr(checker, "measured", None):
+        from parity.run.quantized import table
+
+        print(table(checker.measured, pair.name), file=out)
+    elif outcome.worst:
         print(_table(outcome, checker.policy), file=out)
     diagnosis = localization = None
+    verdict = "measured" if getattr(checker, "measured", None) else "pass"
     if outcome.passed:
-        print(f"{pair.name}: pass ({time.perf_counter() - started:.1f} s)", file=out)
+        print(f"{pair.name}: {verdict} ({time.perf_counter() - started:.1f} s)", file=out)
     else:
         print(f"{pair.name}: FAIL", file=out)
         diagnosis, localization = _print_failure(pair, args, outcome, checker, out)
