@@ -328,7 +328,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_pair_of_your_own_runs_the_same_checks(monkeypatch, capsys):
-    """The README's squeeze-and-excitation example: the spec passes, a buggy port fails."""
+    """The docs' squeeze-and-excitation example: the spec passes, a buggy port fails."""
     monkeypatch.chdir(ROOT)
     spec = "examples.squeeze_excitation:SE_PAIR"
     status, out, _ = run(["check", "--spec", spec, "--examples", "30"], capsys)

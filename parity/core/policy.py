@@ -33,8 +33,8 @@ noise, not as an infinite relative error. A layer whose true gradients are all z
 and key when H*W = 1: a softmax over one position has no gradient) is scaled by the largest
 tensor of the example.
 
-FACTOR, FLOOR_ULPS and BOUND_DEVIATIONS were chosen from measurements (README, "Tolerance
-policy").
+FACTOR, FLOOR_ULPS and BOUND_DEVIATIONS were chosen from measurements
+(``docs/measurements.md``).
 """
 
 from __future__ import annotations

@@ -489,7 +489,8 @@ class CAMEnergyIndicesSwapped(_GammaCAM):
 
 class PAMScaledLikeATransformer(layers.Layer):
     """A hand port whose energy is divided by sqrt(C // 8) after the product, as
-    transformers scale theirs: the README's example of an unseen bug."""
+    transformers scale theirs: the docs' example of an unseen bug (the README's is its
+    twin, the scale written on the energy's own line)."""
 
     def __init__(self, channels, **kwargs):
         super().__init__(**kwargs)
