@@ -165,13 +165,14 @@ def mapped_bindings(
             for key, value in reference.state_dict().items()
             if not any(fnmatchcase(key, pattern) for pattern in ignore)
         }
+        explicit = {**declared_weight_map(port), **(weight_map or {})}
         if port.bare:  # the untracked variables may hold parameters: candidates too
-            mapped = _with_untracked(shapes, port, weight_map, absent, roles)
+            mapped = _with_untracked(shapes, port, explicit, absent, roles)
         else:
             mapped = map_weights(
                 shapes,
                 port.weights,
-                weight_map,
+                explicit,
                 name_of=port.name_of,
                 declared_absent=absent,
                 roles=roles,
@@ -183,6 +184,14 @@ def mapped_bindings(
         return mapped
 
     return bindings
+
+
+def declared_weight_map(port) -> dict[str, str]:
+    """The map a port layer declares itself (``parity_weight_map``: reference key -> one of
+    its weights), as weight-map paths: what a converter's output knows and its names do
+    not say. A map given by the user wins."""
+    declared = getattr(port.layer, "parity_weight_map", None) or {}
+    return {key: port.name_of(weight) for key, weight in declared.items()}
 
 
 def _with_untracked(shapes, port, weight_map, absent, roles) -> Bindings:

@@ -205,19 +205,35 @@ def map_weights(
         ]
         if len(candidates) == 1:
             bind(key, candidates[0])
-    # One-element parameters (gamma) last, so that they cannot take a one-element bias; a
-    # convolution's weight or bias never goes to a normalisation layer's own weights.
-    for key in sorted(wanted, key=lambda k: int(np.prod(reference[k])) == 1):
-        if key in bindings:
-            continue
+
+    # One-element parameters (gamma) last, so that they cannot take a one-element bias, and
+    # among them first the biases of modules already bound, each to the weight beside its
+    # module's (a 1-channel query's bias beside the query's kernel, not gamma's variable); a
+    # convolution's weight or bias never goes to a normalisation layer's own weights; a
+    # parameter goes to a trainable weight and a running statistic to a frozen one first
+    # (a port that creates its layers in another order than the reference's).
+    def bind_in_order(key):
         convolution = reference_role(key, roles)[1] is not None and not (
             _normalisation_parameter(key, reference)
         )
-        for weight in port_weights:
+        beside = _beside(key, bindings, name_of)
+        statistic = key.rsplit(".", 1)[-1] in STATISTICS
+
+        def preference(weight):
+            return (bool(weight.trainable) == statistic, _parent(name_of(weight)) not in beside)
+
+        for weight in sorted(port_weights, key=preference):
             if convolution and _normalisation_weight(weight, name_of):
                 continue
             if id(weight) not in taken and bind(key, weight):
-                break
+                return
+
+    one_element = [k for k in wanted if int(np.prod(reference[k])) == 1]
+    for key in [k for k in wanted if k not in one_element and k not in bindings]:
+        bind_in_order(key)
+    for key in sorted(one_element, key=lambda k: not _beside(k, bindings, name_of)):
+        if key not in bindings:
+            bind_in_order(key)
     missing = [k for k in wanted if k not in bindings]
     extra = [w for w in port_weights if id(w) not in taken and w.trainable]
     fused: dict[str, list[str]] = {}  # fused weight -> the parameters in its slices
@@ -260,6 +276,24 @@ def map_weights(
         missing=missing,
         left_over=[name_of(w) for w in extra],
     )
+
+
+STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+"""A normalisation module's buffers, as PyTorch names them: held by frozen weights."""
+
+
+def _parent(path: str) -> str:
+    return path.rsplit("/", 1)[0] if "/" in path else ""
+
+
+def _beside(key: str, bindings: Mapping[str, Binding], name_of) -> set[str]:
+    """The port layers holding the other parameters of ``key``'s module already bound."""
+    module = key.rsplit(".", 1)[0] if "." in key else None
+    return {
+        _parent(name_of(b.variable))
+        for k, b in bindings.items()
+        if module is not None and k.rsplit(".", 1)[0] == module
+    }
 
 
 def _fused(reference, missing, extra, roles: Roles):

@@ -544,6 +544,34 @@ class PAMFusedKQV(PAMFusedQKV):
         return query, key, value
 
 
+class _Weight(layers.Layer):
+    """A variable as a layer of its own, named by nothing but "weight" (converters write
+    parameters used by plain arithmetic so)."""
+
+    def build(self, input_shape):
+        self.weight = self.add_weight(name="weight", shape=(1,), initializer="zeros")
+
+    def call(self, x):
+        return self.weight * x
+
+
+class PAMConvertedStyle(layers.Layer):
+    """Faithful, named as a converter names it: convolutions ``conv2d``, ``conv2d_1``,
+    ``conv2d_2`` and gamma in a ``weight_layer`` made after them. At 8 channels the query's
+    and key's biases have one element, as gamma has: each must go beside its kernel."""
+
+    def __init__(self, channels, **kwargs):
+        super().__init__(**kwargs)
+        self.convs = [layers.Conv2D(n, 1) for n in (channels // 8, channels // 8, channels)]
+        self.weight_layer = _Weight()
+
+    def call(self, x):
+        q, k, v = (_flat(conv(x)) for conv in self.convs)
+        attention = ops.softmax(ops.matmul(q, ops.transpose(k, (0, 2, 1))), axis=-1)
+        out = ops.reshape(ops.matmul(attention, v), ops.shape(x))
+        return self.weight_layer(out) + x
+
+
 _QUERY = "query = self.query_conv(x).view(B, -1, N).permute(0, 2, 1)"
 _KEY = "key = self.key_conv(x).view(B, -1, N)"
 _ENERGY = "energy = torch.bmm(query, key)"
@@ -582,6 +610,7 @@ EXPECTED = {
     "CAMResidualDoubled": ("cam", "bug", _RETURN),
     # faithful
     "PAMFusedQKV": ("pam", "faithful", None),
+    "PAMConvertedStyle": ("pam", "faithful", None),
     "CAMRowMinShift": ("cam", "faithful", None),
     "cam_negated_gram": ("cam", "faithful", None),
     "PAMEinsumTransposedIndices": ("pam", "faithful", None),

@@ -221,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
         "only; needs the export extra",
     )
     check.add_argument(
+        "--convert",
+        choices=["nobuco"],
+        help="check a converter's output as the port: the reference converted by nobuco at "
+        "each input shape (one module; runs under tf.keras 2; see docs/exports.md)",
+    )
+    check.add_argument(
         "--no-tf32",
         action="store_true",
         help="on a GPU, float32 computed as float32: TF32 off in PyTorch and TensorFlow, "
@@ -345,6 +351,8 @@ def validate_check(args) -> None:
             "give either --example (one example, checked as it is) or --examples N (a "
             "search of N examples), not both"
         )
+    if args.convert:
+        _converted_port(args)
     if args.export and args.train:
         raise UsageError("--export checks an artifact's outputs; --train needs the port itself")
     if args.export and port_keras_major(args) == "2":
@@ -358,6 +366,19 @@ def validate_check(args) -> None:
         check_directory(args.report, "--report")
         for module in modules:
             check_directory(Path(args.report) / module, "--report")
+
+
+def _converted_port(args) -> None:
+    """--convert nobuco is the port ``parity.converters.nobuco:MODULE`` under tf.keras 2
+    (nobuco writes Keras 2 models): what the replay command then names."""
+    if args.port or args.spec:
+        raise UsageError(f"--convert {args.convert} is the port: give it without --port or --spec")
+    if len(args.modules) != 1:
+        raise UsageError(f"--convert {args.convert} converts one module: name it (e.g. pam)")
+    if args.keras == "3":
+        raise UsageError(f"--convert {args.convert} writes Keras 2 models: drop --keras 3")
+    args.port = f"parity.converters.{args.convert}:{args.modules[0]}"
+    args.keras = "2"
 
 
 def check_pairs(args, pairs) -> None:
