@@ -39,14 +39,25 @@ def test_every_panel_has_its_own_colour_range_and_errors_start_at_zero(tmp_path,
 
     monkeypatch.setattr(Axes, "imshow", recording)
     files = draw_pictures(report, tmp_path, "test", residual=True)
-    assert files == ["error_map.png", "channel_errors.png", "side_by_side.png"]
+    assert files == [
+        "error_map.png",
+        "channel_errors.png",
+        "side_by_side.png",
+        "side_by_side_shared.png",
+    ]
     (_, error_options), *panels = drawn
     assert error_options["vmin"] == 0
-    (reference, reference_options), (shown_port, port_options), (_, difference_options) = panels
+    own, shared = panels[:3], panels[3:]
+    (reference, reference_options), (shown_port, port_options), (_, difference_options) = own
     assert reference_options["vmax"] == pytest.approx(reference.max())
     assert port_options["vmin"] == pytest.approx(shown_port.min())  # not the reference's range
     assert port_options["vmin"] > reference_options["vmax"]
     assert difference_options["vmin"] == -difference_options["vmax"]
+    # One scale for the three panels: the port's shift shows as a change of colour.
+    scales = {(options["vmin"], options["vmax"]) for _, options in shared}
+    assert len(scales) == 1 and len(shared) == 3
+    ((low, high),) = scales
+    assert low <= reference.min() and high >= shown_port.max()
 
 
 def test_a_planted_layout_bug_is_drawn_on_a_readable_example(tmp_path, monkeypatch, capsys):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from parity.frontends.html_report import write_html
 from parity.run.engine import ExampleReport
 
 SCHEMA_VERSION = 1
@@ -360,6 +361,15 @@ def draw_pictures(
             f"{title}\n{what}, sample {b}, channel {c} (its worst)",
         )
     )
+    files.append(
+        _side_by_side(
+            shown_truth,
+            shown_port,
+            directory / "side_by_side_shared.png",
+            f"{title}\n{what}, sample {b}, channel {c}: one colour scale for all three",
+            shared=True,
+        )
+    )
     worst = report.worst()
     if worst.name != name:
         files.append(_worst_tensor(report, worst, directory, title))
@@ -431,9 +441,12 @@ def _as_image(values) -> np.ndarray:
     return values.reshape(values.shape[0], -1) if values.ndim > 2 else values.reshape(1, -1)
 
 
-def _side_by_side(truth, port, path: Path, title: str, labels=("w", "h")) -> str:
+def _side_by_side(
+    truth, port, path: Path, title: str, labels=("w", "h"), *, shared: bool = False
+) -> str:
     """Reference, port, and port - reference; each in its own colour range, the difference
-    centred on zero."""
+    centred on zero; or, ``shared``, all three on one scale (a port that is right in shape
+    but damped, 0.12 where the reference has 0.2, shows only so)."""
     import matplotlib.pyplot as plt
 
     truth, port = _as_image(truth), _as_image(port)
@@ -447,6 +460,10 @@ def _side_by_side(truth, port, path: Path, title: str, labels=("w", "h")) -> str
         (port, "port", "viridis", None, None),
         (difference, "port - reference", "coolwarm", -reach, reach),
     ]
+    if shared:
+        every = np.concatenate([a[np.isfinite(a)] for a in (truth, port, difference)])
+        low, high = (float(every.min()), float(every.max())) if every.size else (0.0, 1.0)
+        panels = [(data, label, "viridis", low, high) for data, label, _, _, _ in panels]
     for ax, (data, label, cmap, low, high) in zip(axes, panels, strict=True):
         finite = data[np.isfinite(data)]
         if low is None and finite.size:
@@ -538,7 +555,9 @@ def write_report(
         drawn=drawn,
         localization=None if localization is None else localization.as_dict(),
     )
-    return write_json(report, directory)
+    path = write_json(report, directory)
+    write_html(report, directory)
+    return path
 
 
 def port_weight_map(checker, example) -> dict:
