@@ -46,6 +46,7 @@ def test_the_page_is_self_contained_and_says_everything(failing_report):
     assert "first line it never computes: attention.py:53" in page  # the localization
     assert "parity check pam --port tests.power.ports:PAMSoftmaxWrongAxis --example" in page
     assert page.count("src='data:image/png;base64,") >= 4  # the pictures, inline
+    assert "alt='attention.png'" in page  # the attention weights where the port first errs
     assert not re.search(r"(src|href)=['\"]?(https?:|//|file:)", page)  # nothing fetched
 
 

@@ -29,6 +29,8 @@ figcaption { color: #555; font-size: 0.9em; }
 """
 
 _CAPTIONS = {
+    "attention.png": "the reference's and the port's attention weights of one query "
+    "position, at the first line the port never computes",
     "side_by_side_shared.png": "reference, port and their difference on one shared colour "
     "scale: a damped or shifted output shows as a change of colour",
     "side_by_side.png": "the same, each panel in its own colour range (its shape shows)",

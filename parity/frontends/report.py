@@ -402,6 +402,46 @@ def _worst_tensor(report: ExampleReport, worst, directory: Path, title: str) -> 
     )
 
 
+def draw_attention(localization, directory: Path, title: str) -> str | None:
+    """attention.png: where the first line the port never computes is an attention map
+    (B, N, N), the reference's and the port's weights of one query position side by side on
+    one colour scale, as an H x W picture when N = H * W: the query whose weights differ
+    most, in the first sample. The port's map is the port tensor that relates to the line
+    or reads its inputs, read in the reference's layout. None where there is no such map."""
+    from parity.core.relayout import relayouts
+
+    step = getattr(localization, "first_wrong", None)
+    if step is None or step.truth.ndim != 3 or step.truth.shape[1] != step.truth.shape[2]:
+        return None
+    example = localization.example
+    sizes = (example.batch, example.channels, example.height, example.width)
+    related = [localization.relation.port] if localization.relation else []
+    port = None
+    for value in [*related, *localization.readers]:
+        read = next(iter(relayouts(value.value.shape, step.truth.shape, sizes)), None)
+        if read is not None:
+            port = read(value.value)
+            break
+    if port is None:
+        return None
+    truth = step.truth[0]
+    query = int(np.argmax(np.max(np.abs(port[0] - truth), axis=1)))
+    positions = truth.shape[1]
+    shape = (
+        (example.height, example.width)
+        if positions == example.height * example.width
+        else (1, positions)
+    )
+    return _side_by_side(
+        truth[query].reshape(shape),
+        port[0][query].reshape(shape),
+        directory / "attention.png",
+        f"{title}\nat the first line it never computes, {step.where} `{step.code}`:\n"
+        f"the weights of query {query} (sample 0, localized on {example.to_text()})",
+        shared=True,
+    )
+
+
 def _error_map(error, directory: Path, title: str) -> str:
     import matplotlib.pyplot as plt
 
@@ -535,6 +575,8 @@ def write_report(
         verdict = "pass" if outcome.passed else "FAIL"
         title = f"{pair.name} {verdict} on {drawn.example.to_text()}"
         pictures = draw_pictures(drawn, directory, title, residual=pair.residual)
+        attention = draw_attention(localization, directory, f"{pair.name} {verdict}")
+        pictures += [attention] if attention else []
     counterexample = outcome.counterexample
     report = build_report(
         module=pair.name,
