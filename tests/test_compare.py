@@ -147,3 +147,17 @@ def test_ratio_reported_is_the_worst_element_against_its_own_floor():
     policy = TolerancePolicy()  # the defaults compare() used
     unit = max(policy.floor_ulps * EPS32 * scale, policy.bound_deviations * EPS32 * 1.0)
     assert c.ratio == pytest.approx(1e2 * EPS32 / unit)
+
+
+def test_a_reference_that_overflows_is_judged_where_it_has_an_error():
+    """A float16 reference overflows where the truth is large (the whole DANet at scale
+    10): its infinities are no unit. The ratio stays a number, a port as close as the
+    reference's finite elements passes, and one off by a bug still fails."""
+    truth, reference = tensors()
+    reference[0, 0, 0, 0] = np.inf
+    scale = np.abs(truth).max()
+    policy = TolerancePolicy(factor=10.0, floor_ulps=4.0)
+    close = compare({"t": truth}, {"t": reference}, {"t": truth + 20 * EPS32 * scale}, policy)[0]
+    bug = compare({"t": truth}, {"t": reference}, {"t": truth + 1e-3 * scale}, policy)[0]
+    assert np.isfinite(close.ratio) and np.isfinite(close.reference_error)
+    assert close.passed and not bug.passed

@@ -136,14 +136,14 @@ class Progress:
             self.stream.write("\n")
 
 
-def _table(outcome, policy) -> str:
+def _table(outcome, policy, precision: str = "float32") -> str:
     passed = f"{outcome.examples_run} example{'s' if outcome.examples_run != 1 else ''} passed"
     if outcome.failed_on is not None:
         passed += (
             ", then one failed; per tensor, the worst over those and the minimal counterexample"
         )
     rows = [
-        f"{outcome.module}: {passed}; a tensor passes when {policy.rule()}",
+        f"{outcome.module}: {passed}; a tensor passes when {policy.rule(precision)}",
         f"  {'tensor':<28} {'worst ratio':>11} {'port error':>10} {'ref error':>10}  result",
     ]
     for c in outcome.worst.values():
@@ -200,7 +200,7 @@ def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
 
         print(table(checker.measured, pair.name), file=out)
     elif outcome.worst:
-        print(_table(outcome, checker.policy), file=out)
+        print(_table(outcome, checker.policy, checker.precision), file=out)
     diagnosis = localization = None
     verdict = "measured" if getattr(checker, "measured", None) else "pass"
     if outcome.passed:
