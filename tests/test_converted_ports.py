@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from keras import layers, ops
 
-from parity.converters.nobuco import distinct_values, mapped_by_value
+from parity.backends.nobuco import distinct_values, mapped_by_value
 from parity.core import registry
 from parity.core.spec import with_port
 from parity.core.strategies import Example

@@ -47,12 +47,14 @@ def _implementation_files() -> dict[str, str]:
 KERAS_IMPLEMENTATIONS = _implementation_files()
 KERAS_ALSO = {
     "parity/backends/timing.py": "measures the machine's matmul throughput in TensorFlow itself",
+    "parity/backends/nobuco.py": "a converter's output as a port: the reference made tf.keras",
 }
 REFERENCE_SIDE = {
     "parity/backends/torch/": "the reference, its instruments, its hypotheses and checkpoints",
     "parity/backends/timing.py": "times the reference itself",
     "parity/backends/which_keras.py": "strict_float32 turns PyTorch's TF32 switches off",
     "parity/backends/keras/autodiff.py": "Keras' torch backend: the port's autodiff",
+    "parity/backends/nobuco.py": "converts the PyTorch reference with nobuco",
 }
 """Files (or a folder) of the backends that may import PyTorch."""
 

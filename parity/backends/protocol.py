@@ -126,6 +126,12 @@ class Framework(Protocol):
 
     def save_weights(self, layer, path: str) -> None: ...
 
+    def exported(self, artifact) -> Framework:
+        """This framework with its forward pass run on the port exported as ``artifact`` (a
+        ``parity.core.artifacts.Artifact``) and its tensors listed from the artifact.
+        Raises ExportRuntimeMissing without the format's tools, UsageError where this
+        framework cannot export."""
+
     def load_weights(self, layer, path: str) -> None: ...
 
 

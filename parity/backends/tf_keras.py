@@ -32,5 +32,13 @@ class TfKerasFramework(KerasFramework):
     def layer_classes(self) -> tuple[type, ...]:
         return (keras.layers.Layer, tf_keras.layers.Layer)
 
+    def exported(self, artifact):
+        from parity.core.errors import UsageError
+
+        raise UsageError(
+            f"--export {artifact.name} exports Keras 3 ports (Model.export); this port runs "
+            "under tf.keras 2"
+        )
+
 
 FRAMEWORK = TfKerasFramework()

@@ -11,13 +11,15 @@ import tempfile
 import numpy as np
 
 from parity.backends.keras import export
+from parity.core.artifacts import Artifact
 from parity.core.errors import PortCrashed
 
 
 class ArtifactFramework:
     """Wraps the framework a port is built in; everything but running it is that one's."""
 
-    def __init__(self, framework, artifact: export.Artifact):
+    def __init__(self, framework, artifact: Artifact):
+        export.require(artifact)
         self._framework = framework
         self.artifact = artifact
         self.name = f"{framework.name}, exported as {artifact.name}"

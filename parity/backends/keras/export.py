@@ -15,30 +15,15 @@ import contextlib
 import importlib
 import os
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from parity.backends.quiet import native_stderr_silenced
-from parity.core.errors import CannotCheck
+from parity.core.artifacts import Artifact, ExportRuntimeMissing
 from parity.core.steps import PortValue
 
-INSTALL = 'pip install "danet-parity[export]"'
-
-
-class ExportRuntimeMissing(CannotCheck):
-    """A format's exporter or runtime is not installed (the ``export`` extra)."""
-
-    def __init__(self, artifact: str, module: str):
-        super().__init__(
-            f"--export {artifact} needs the Python module {module!r}, which is not installed: "
-            f"{INSTALL}"
-        )
-
-
-def _no_options(x: np.ndarray) -> dict:
-    return {}
+CALIBRATION_INPUTS = 16
+"""Inputs the int8 converter calibrates its activation ranges on."""
 
 
 def _float16_weights(x: np.ndarray) -> dict:
@@ -48,34 +33,6 @@ def _float16_weights(x: np.ndarray) -> dict:
         "optimizations": [tf.lite.Optimize.DEFAULT],
         "target_spec": {"supported_types": [tf.float16]},
     }
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """A format users ship: how Keras exports it, what runs it, the dtype it computes in."""
-
-    name: str  # as --export names it
-    keras_format: str  # Model.export's format
-    suffix: str  # the file's ending ("" for a directory)
-    runtime: str  # "saved_model", "litert" or "onnxruntime"
-    precision: str = "float32"  # the compute dtype its numbers are judged in
-    # The converter's options for an input like x (int8's calibration inputs are drawn so).
-    options: Callable[[np.ndarray], dict] = field(default=_no_options, compare=False)
-    quantized: bool = False  # int8: measured in quantization steps, no parity claimed
-    training: bool = False  # the export traced in training mode (a planted bug's)
-
-    @property
-    def needs(self) -> tuple[str, ...]:
-        """The modules it cannot be exported or run without."""
-        return {
-            "saved_model": (),
-            "litert": ("ai_edge_litert",),
-            "onnxruntime": ("tf2onnx", "onnx", "onnxruntime"),
-        }[self.runtime]
-
-
-CALIBRATION_INPUTS = 16
-"""Inputs the int8 converter calibrates its activation ranges on."""
 
 
 def _int8(x: np.ndarray) -> dict:
@@ -98,16 +55,8 @@ def _int8(x: np.ndarray) -> dict:
     }
 
 
-ARTIFACTS = {
-    artifact.name: artifact
-    for artifact in (
-        Artifact("saved_model", "tf_saved_model", "", "saved_model"),
-        Artifact("tflite", "litert", ".tflite", "litert"),
-        Artifact("tflite-fp16", "litert", ".tflite", "litert", "float16", _float16_weights),
-        Artifact("onnx", "onnx", ".onnx", "onnxruntime"),
-        Artifact("tflite-int8", "litert", ".tflite", "litert", options=_int8, quantized=True),
-    )
-}
+CONVERTER_OPTIONS = {"": lambda x: {}, "float16": _float16_weights, "int8": _int8}
+"""Artifact.quantization -> the converter's options for an input like x."""
 
 
 def require(artifact: Artifact) -> None:
@@ -153,7 +102,7 @@ def export(layer, x: np.ndarray, artifact: Artifact, directory: str) -> str:
             format=artifact.keras_format,
             verbose=False,
             input_signature=signature,
-            **artifact.options(x),
+            **CONVERTER_OPTIONS[artifact.quantization](x),
         )
     return path
 

@@ -78,6 +78,17 @@ class KerasFramework:
 
         return intermediates(layer, x)
 
+    def exported(self, artifact):
+        from parity.backends.keras.artifact_framework import ArtifactFramework
+        from parity.core.errors import UsageError
+
+        if self.backend != "tensorflow":
+            raise UsageError(
+                f"--export {artifact.name} exports through TensorFlow: run it with "
+                "KERAS_BACKEND=tensorflow"
+            )
+        return ArtifactFramework(self, artifact)
+
     def save_weights(self, layer, path: str) -> None:
         _one_layer_model(layer).save_weights(path)
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from parity.backends.keras.export import ARTIFACTS
 from parity.backends.which_keras import keras_major
 from parity.core import registry
+from parity.core.artifacts import ARTIFACTS
 from parity.core.errors import UsageError
 from parity.core.sizes import check_fits
 from parity.frontends.bench import KERAS_MODES, leaned
@@ -369,7 +369,7 @@ def validate_check(args) -> None:
 
 
 def _converted_port(args) -> None:
-    """--convert nobuco is the port ``parity.converters.nobuco:MODULE`` under tf.keras 2
+    """--convert nobuco is the port ``parity.backends.nobuco:MODULE`` under tf.keras 2
     (nobuco writes Keras 2 models): what the replay command then names."""
     if args.port or args.spec:
         raise UsageError(f"--convert {args.convert} is the port: give it without --port or --spec")
@@ -377,7 +377,7 @@ def _converted_port(args) -> None:
         raise UsageError(f"--convert {args.convert} converts one module: name it (e.g. pam)")
     if args.keras == "3":
         raise UsageError(f"--convert {args.convert} writes Keras 2 models: drop --keras 3")
-    args.port = f"parity.converters.{args.convert}:{args.modules[0]}"
+    args.port = f"parity.backends.{args.convert}:{args.modules[0]}"
     args.keras = "2"
 
 

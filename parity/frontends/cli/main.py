@@ -196,9 +196,9 @@ def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
     finally:
         progress.close()
     if getattr(checker, "measured", None):
-        from parity.run.quantized import table
+        from parity.run.exported import int8_table
 
-        print(table(checker.measured, pair.name), file=out)
+        print(int8_table(checker.measured, pair.name), file=out)
     elif outcome.worst:
         print(_table(outcome, checker.policy, checker.precision), file=out)
     diagnosis = localization = None

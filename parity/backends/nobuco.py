@@ -1,4 +1,5 @@
-"""nobuco's conversion of the reference, as a port: ``parity check pam --convert nobuco``.
+"""nobuco's conversion of the reference, as a port: ``parity check pam --convert nobuco``
+(the port ``parity.backends.nobuco:pam``).
 
 Each factory returns a layer that, when built for an input shape, converts the pair's
 PyTorch reference at that shape with ``nobuco.pytorch_to_keras`` (channels last in and out,

@@ -1,2 +1,0 @@
-"""Ports written by converters: a converter's output judged as a hand port is
-(``parity check MODULE --convert nobuco``)."""
