@@ -108,3 +108,11 @@ def test_an_int8_file_is_measured_in_quantization_steps(capsys):
     assert "no float parity claimed" in out and "cam: measured" in out, out
     worst = float(out.split("cam: worst at ")[1].split(": ")[1].split(" steps")[0])
     assert 0.5 <= worst < 1e3, out  # at least the output's own rounding; a step found
+
+
+def test_an_int8_report_page_says_it_is_a_measurement(capsys, tmp_path):
+    argv = ["check", "cam", "--export", "tflite-int8", "--examples", "1", "--report", str(tmp_path)]
+    status, out, err = run_cli(argv, capsys)
+    assert status == 0, out + err
+    page = (tmp_path / "cam" / "report.html").read_text()
+    assert "measured, not judged" in page
