@@ -40,15 +40,16 @@ _CAPTIONS = {
 }
 
 
-def write_html(report: dict, directory: Path) -> Path:
-    """``directory/report.html`` from ``report`` (the JSON's content) and the pictures it
-    names in ``directory``."""
+def write_html(report: dict, directory: Path, where: str | None = None) -> Path:
+    """``directory/report.html`` from ``report`` (the JSON's content), the pictures it
+    names in ``directory`` and ``where``: the localization in the command's own words
+    (``Localization.describe()``)."""
     path = directory / "report.html"
-    path.write_text(render(report, directory))
+    path.write_text(render(report, directory, where))
     return path
 
 
-def render(report: dict, directory: Path) -> str:
+def render(report: dict, directory: Path, where: str | None = None) -> str:
     verdict = report["verdict"]
     title = f"{report['module']}: {verdict}"
     parts = [
@@ -63,7 +64,7 @@ def render(report: dict, directory: Path) -> str:
     if report.get("error"):
         parts.append(f"<h2>Failure</h2><pre>{_e(report['error'])}</pre>")
     parts += _diagnosis(report.get("diagnosis"))
-    parts += _localization(report.get("localization"))
+    parts += _localization(where)
     if report.get("replay"):
         parts.append(f"<h2>Replay</h2><pre>{_e(report['replay'])}</pre>")
     parts += _pictures(report.get("pictures") or [], directory, report.get("pictures_of"))
@@ -124,24 +125,10 @@ def _diagnosis(diagnosis: dict | None) -> list[str]:
     return parts
 
 
-def _localization(where: dict | None) -> list[str]:
-    if not where or not where.get("first_wrong"):
+def _localization(where: str | None) -> list[str]:
+    if not where:
         return []
-    first = where["first_wrong"]
-    lines = []
-    if where.get("right_through"):
-        right = where["right_through"]
-        lines.append(f"right through {right['where']} `{right['source']}`")
-    lines.append(f"first line it never computes: {first['where']} `{first['source']}`")
-    for value in where.get("look_at") or []:
-        if value.get("where"):
-            place = f"at {value['where']}  `{value.get('source', '')}`"
-        else:
-            place = f"`{value.get('name', '')}`"
-        lines.append(f"look at the port's {value.get('op', '')} {place}")
-    if where.get("relation"):
-        lines.append(f"which holds {where['relation']}")
-    return ["<h2>Where it first goes wrong</h2>", f"<pre>{_e(chr(10).join(lines))}</pre>"]
+    return ["<h2>Where it first goes wrong</h2>", f"<pre>{_e(where)}</pre>"]
 
 
 def _pictures(names: list[str], directory: Path, drawn: dict | None) -> list[str]:

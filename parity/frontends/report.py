@@ -598,7 +598,7 @@ def write_report(
         localization=None if localization is None else localization.as_dict(),
     )
     path = write_json(report, directory)
-    write_html(report, directory)
+    write_html(report, directory, None if localization is None else localization.describe())
     return path
 
 
