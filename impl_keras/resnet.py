@@ -94,18 +94,30 @@ class TorchConv2D(_Conv2D):
 
 @keras.saving.register_keras_serializable(package="danet_parity")
 class TorchMaxPool2D(keras.layers.Layer):
-    """PyTorch's ``MaxPool2d(3, stride=2, padding=1)``: padded with -inf (never picked),
-    then a "valid" window.
+    """PyTorch's ``MaxPool2d(3, stride=2, padding=1)``: padded with ``pad_value`` (never
+    picked), then a "valid" window. -inf for any input; where the input is a ReLU's output,
+    0 computes the same (every window holds an input value, and all of them are >= 0) and
+    keeps the padding inside the values' range: an int8 converter calibrates the pad's
+    range with its input's and an infinite pad leaves the tensor no step to hold them with.
 
     TensorFlow's CPU max pool takes NHWC only: channels_first inputs are pooled transposed
     (data movement only, exact).
     """
 
-    def __init__(self, pool_size=3, strides=2, torch_padding=1, data_format=None, **kwargs):
+    def __init__(
+        self,
+        pool_size=3,
+        strides=2,
+        torch_padding=1,
+        data_format=None,
+        pad_value=float("-inf"),
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.pool_size = pool_size
         self.strides = strides
         self.torch_padding = torch_padding
+        self.pad_value = pad_value
         self.data_format = _standardize_data_format(data_format)
 
     def call(self, inputs):
@@ -116,7 +128,7 @@ class TorchMaxPool2D(keras.layers.Layer):
             x = ops.pad(
                 x,
                 _spatial_padding("channels_last", self.torch_padding),
-                constant_values=float("-inf"),
+                constant_values=self.pad_value,
             )
         x = ops.max_pool(x, self.pool_size, self.strides, "valid", "channels_last")
         if self.data_format == "channels_first":
@@ -136,6 +148,7 @@ class TorchMaxPool2D(keras.layers.Layer):
             "pool_size": self.pool_size,
             "strides": self.strides,
             "torch_padding": self.torch_padding,
+            "pad_value": self.pad_value,
             "data_format": self.data_format,
         }
 
@@ -282,7 +295,8 @@ class DilatedResNet(keras.layers.Layer):
             self.stem[0].build(input_shape)
         self.bn1 = TorchBatchNormalization(name="bn1", **norm)
         self.bn1.build(_channels_shape(stem_channels, self.data_format))
-        self.maxpool = TorchMaxPool2D(name="maxpool", **fmt)
+        # After the stem's ReLU: padded with 0 (TorchMaxPool2D says why).
+        self.maxpool = TorchMaxPool2D(name="maxpool", pad_value=0.0, **fmt)
         in_channels = stem_channels
         self.stages = []
         for index, count in enumerate(self.blocks):

@@ -107,15 +107,34 @@ nobuco_installed = pytest.mark.skipif(
 
 @nobuco_installed
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="nobuco writes tf.keras")
-@pytest.mark.parametrize("module", ["pam", "cam", "head"])
-def test_nobuco_converts_the_bundled_modules_faithfully(module):
+@pytest.mark.parametrize(
+    ("module", "examples"), [("pam", 5), ("cam", 5), ("head", 2), ("danet", 2)]
+)
+def test_nobuco_converts_the_bundled_modules_faithfully(module, examples):
     import subprocess
     import sys
 
     command = [sys.executable, "-m", "parity", "check", module, "--convert", "nobuco"]
-    done = subprocess.run([*command, "--examples", "5"], capture_output=True, text=True)
+    done = subprocess.run([*command, "--examples", str(examples)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
-    assert f"{module}: 5 examples passed" in done.stdout, done.stdout
+    assert f"{module}: {examples} examples passed" in done.stdout, done.stdout
+
+
+@nobuco_installed
+@pytest.mark.skipif(
+    importlib.util.find_spec("ai_edge_litert") is None, reason="the export extra is not installed"
+)
+def test_nobucos_conversion_is_checked_as_the_file_it_ships_as():
+    """PyTorch -> nobuco -> TFLite, the pipeline as users run it, against the float64 truth."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "parity", "check", "pam", "--convert", "nobuco"]
+    done = subprocess.run(
+        [*command, "--export", "tflite", "--examples", "3"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    assert "pam: 3 examples passed" in done.stdout and "tflite: outputs only" in done.stdout
 
 
 def test_convert_takes_one_module_and_no_port(capsys):

@@ -12,6 +12,7 @@ from parity.core import registry
 from parity.core.strategies import Example
 from parity.diagnosis.explain import explain
 from parity.diagnosis.localize import localize
+from parity.diagnosis.quantization import quantization_trace
 from parity.run.driver import Budget, find_counterexample
 from tests.helpers import run_cli
 
@@ -108,6 +109,23 @@ def test_an_int8_file_is_measured_in_quantization_steps(capsys):
     assert "no float parity claimed" in out and "cam: measured" in out, out
     worst = float(out.split("cam: worst at ")[1].split(": ")[1].split(" steps")[0])
     assert 0.5 <= worst < 1e3, out  # at least the output's own rounding; a step found
+    assert "Where the int8 file loses precision" in out, out
+
+
+def test_an_int8_softmax_coarser_than_its_weights_is_where_precision_goes():
+    """PAM on a small input: every attention weight (about 1/N, N = 400) lies under the
+    fixed int8 step of TFLite's softmax (1/256), so the softmax is the first line past the
+    budget, said with its step against its values; on an ordinary input every line keeps
+    the budget."""
+    checker = exported_checker(registry.pair("pam"), "tflite-int8")
+    small = quantization_trace(checker, Example(1, 16, 20, 20, 0.005, 1))
+    first = small.first_past_budget
+    assert first is not None and "self.softmax(energy)" in first.step.source, small.describe()
+    assert first.tensor.op == "SOFTMAX" and "coarser than they are" in first.why()
+    assert small.most_lost is first, small.describe()
+    ordinary = quantization_trace(checker, Example(2, 32, 5, 7, 0.5, 0))
+    assert ordinary.first_past_budget is None, ordinary.describe()
+    assert all(line.tensor is not None for line in ordinary.lines), ordinary.describe()
 
 
 def test_an_int8_report_page_says_it_is_a_measurement(capsys, tmp_path):
@@ -116,3 +134,43 @@ def test_an_int8_report_page_says_it_is_a_measurement(capsys, tmp_path):
     assert status == 0, out + err
     page = (tmp_path / "cam" / "report.html").read_text()
     assert "measured, not judged" in page
+
+
+def test_a_file_the_default_delegate_refuses_is_run_without_it_and_said(monkeypatch):
+    """LiteRT's XNNPACK delegate refuses some files (the narrow DANet's int8 one): the
+    error users would get is said in a note, and the file is run with the built-in kernels."""
+    from parity.backends.keras import export
+
+    built = export._interpreter
+
+    def refusing(path, preserve=False, delegate=True):
+        if delegate and not preserve:
+            raise RuntimeError(  # LiteRT's words on the narrow DANet's int8 file
+                "failed to create XNNPACK runtimeNode number 98 (TfLiteXNNPackDelegate) "
+                "failed to prepare."
+            )
+        return built(path, preserve, delegate)
+
+    monkeypatch.setattr(export, "_interpreter", refusing)
+    checker = exported_checker(registry.pair("pam"), "tflite")
+    report = checker.check(EXAMPLES[1])
+    assert report.passed, report.describe_failures()
+    (note,) = [n for n in checker.notes if "XNNPACK" in n]
+    assert "failed to create XNNPACK runtime" in note and "built-in kernels" in note, note
+
+
+def test_an_int8_file_whose_max_pool_pads_with_infinity_is_lost_at_the_stem():
+    """Padding with -inf before a max pool is exact in float; an int8 converter calibrates
+    the pad's range with its input's, so the stem keeps no bit. The bundled port pads its
+    post-ReLU max pool with 0 (the same in float) and keeps the budget there."""
+    from tests.power.danet_ports import MaxPoolPaddedWithInfinity
+
+    example = Example(1, 3, 12, 16, 1.0, 0)
+    planted = replace(registry.pair("danet"), make_port=MaxPoolPaddedWithInfinity)
+    trace = quantization_trace(exported_checker(planted, "tflite-int8"), example)
+    first = trace.first_past_budget
+    assert first is not None and "self.maxpool(" in first.step.source, trace.describe()
+    assert "float32's largest number" in first.why(), trace.describe()
+    bundled = quantization_trace(exported_checker(registry.pair("danet"), "tflite-int8"), example)
+    stem = next(line for line in bundled.lines if "self.maxpool(" in line.step.source)
+    assert stem.bits > 4, bundled.describe()

@@ -165,3 +165,21 @@ def test_a_tf_keras_port_written_for_keras_3_is_checked_under_keras_3():
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Note: the port uses tf.keras and cannot be built under tf.keras 2" in done.stdout
     assert "pam: pass" in done.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tf_keras") is None, reason="needs tf-keras")
+@pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None, reason="the export extra is not installed"
+)
+def test_a_keras2_port_is_checked_as_the_file_it_ships_as():
+    """Exported by TensorFlow's own tools as Model.export exports Keras 3: the faithful PAM
+    passes as TFLite; the compound-bug CAM fails as ONNX, named, and located at the file's
+    own Softmax."""
+    port = f"{KERAS2}:PAM_Module"
+    result = parity("pam", "--port", port, "--export", "tflite", "--examples", "3")
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    assert "pam: pass" in result.stdout and "tflite: outputs only" in result.stdout
+    result = parity("cam", "--port", f"{KERAS2}:CAM_Module", "--export", "onnx", "--examples", "6")
+    assert result.returncode == 1, result.stdout + result.stderr[-2000:]
+    assert "two bugs at once" in result.stdout, result.stdout
+    assert "look at the port's Softmax" in result.stdout, result.stdout

@@ -33,12 +33,11 @@ class TfKerasFramework(KerasFramework):
         return (keras.layers.Layer, tf_keras.layers.Layer)
 
     def exported(self, artifact):
-        from parity.core.errors import UsageError
+        """Exported by TensorFlow's own tools, as ``Model.export`` exports a Keras 3 model
+        (``parity.backends.keras.export``)."""
+        from parity.backends.keras.artifact_framework import ArtifactFramework
 
-        raise UsageError(
-            f"--export {artifact.name} exports Keras 3 ports (Model.export); this port runs "
-            "under tf.keras 2"
-        )
+        return ArtifactFramework(self, artifact)
 
 
 FRAMEWORK = TfKerasFramework()

@@ -61,6 +61,7 @@ class PortValue:
     where: str  # "my_port.py:42", or "" where the source is not the port's
     source: str  # that line's text
     inputs: tuple[int, ...]
+    quantization_step: float = 0.0  # an int8 tensor's scale (its value dequantized); 0: float
 
     def describe(self) -> str:
         """``RealDiv at my_port.py:21  `e = e / 2```; without a line of the port's source

@@ -197,23 +197,7 @@ def _holding(target, values, sizes, policy):
 
 def _localize(example, steps, values, policy: TolerancePolicy, one_element) -> Localization:
     sizes = _sizes(example)
-    aliases = {}
-    for step in steps[1:]:
-        earlier = next(
-            (
-                s.index
-                for s in steps[: step.index]
-                if s.index not in aliases and _relaid(s.truth, step.truth, sizes)
-            ),
-            None,
-        )
-        if earlier is not None:
-            aliases[step.index] = earlier
-    # A value that is one number repeated (a softmax over one position) says nothing of
-    # what computed it: neither held nor missed.
-    for step in steps[1:]:
-        if step.index not in aliases and _constant(step.truth):
-            aliases[step.index] = step.index
+    aliases = relayout_aliases(steps, sizes)
     matched = {0: (values[0], 0.0)}
     used = {0}  # port values that hold some reference value, the input's relayouts too
     for step in steps:
@@ -267,6 +251,28 @@ def _localize(example, steps, values, policy: TolerancePolicy, one_element) -> L
         relation,
         len(values) - 1,
     )
+
+
+def relayout_aliases(steps: list[Step], sizes) -> dict[int, int]:
+    """Lines that compute nothing of their own: step index -> the earlier line whose value
+    it relays out (a view, a permute), or itself for a value that is one number repeated (a
+    softmax over one position says nothing of what computed it: neither held nor missed)."""
+    aliases = {}
+    for step in steps[1:]:
+        earlier = next(
+            (
+                s.index
+                for s in steps[: step.index]
+                if s.index not in aliases and _relaid(s.truth, step.truth, sizes)
+            ),
+            None,
+        )
+        if earlier is not None:
+            aliases[step.index] = earlier
+    for step in steps[1:]:
+        if step.index not in aliases and _constant(step.truth):
+            aliases[step.index] = step.index
+    return aliases
 
 
 def _constant(value: np.ndarray) -> bool:

@@ -128,7 +128,8 @@ def _diagnosis(diagnosis: dict | None) -> list[str]:
 def _localization(where: str | None) -> list[str]:
     if not where:
         return []
-    return ["<h2>Where it first goes wrong</h2>", f"<pre>{_e(where)}</pre>"]
+    heading = where.split(" (", 1)[0]  # "Where it first goes wrong", "Where the int8 file ..."
+    return [f"<h2>{_e(heading)}</h2>", f"<pre>{_e(where)}</pre>"]
 
 
 def _pictures(names: list[str], directory: Path, drawn: dict | None) -> list[str]:

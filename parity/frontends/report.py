@@ -130,6 +130,18 @@ SCHEMA = {
                 "relation": {"type": ["string", "null"]},
             },
         },
+        "quantization": {
+            "type": ["object", "null"],
+            "description": "an int8 file's lines: each reference line, the file's tensor that "
+            "holds it and the bits of its value kept; the first below the budget (null where "
+            "the file is not int8)",
+            "properties": {
+                "example": {"type": "object"},
+                "budget_bits": {"type": "number"},
+                "lines": {"type": "array"},
+                "first_past_budget": {"type": ["object", "null"]},
+            },
+        },
         "diagnosis": {
             "oneOf": [
                 {"type": "null"},
@@ -225,6 +237,7 @@ def build_report(
     worst_example=None,
     drawn: ExampleReport | None = None,
     localization: dict | None = None,
+    quantization: dict | None = None,
 ) -> dict:
     tensors = [
         {
@@ -258,6 +271,7 @@ def build_report(
         "worst_example": None if worst_example is None else worst_example._asdict(),
         "pictures_of": None if drawn is None else _pictures_of(drawn),
         "localization": localization,
+        "quantization": quantization,
     }
     return json.loads(json.dumps(report, default=_json_default), parse_constant=lambda _: None)
 
@@ -552,13 +566,22 @@ def _save(fig, path: Path) -> str:
 
 
 def write_report(
-    checker, outcome, diagnosis, *, directory: Path, port: str, replay, localization=None
+    checker,
+    outcome,
+    diagnosis,
+    *,
+    directory: Path,
+    port: str,
+    replay,
+    localization=None,
+    quantization=None,
 ) -> Path:
     """``report.json`` and the pictures of one pair's check (``parity.run.driver.Outcome``) in
     ``directory``; ``port``: how the port was named; ``replay``: the counterexample's
     replay command (None without one); ``localization``: where inside the module it first
-    goes wrong (``parity.diagnosis.localize.Localization``), if said. NotWritable where the
-    folder cannot be made."""
+    goes wrong (``parity.diagnosis.localize.Localization``), if said; ``quantization``: where
+    an int8 file loses precision (``parity.diagnosis.quantization.QuantizationTrace``).
+    NotWritable where the folder cannot be made."""
     from parity.core.errors import NotWritable
 
     pair = checker.pair
@@ -596,9 +619,11 @@ def write_report(
         worst_example=counterexample or outcome.worst_example,
         drawn=drawn,
         localization=None if localization is None else localization.as_dict(),
+        quantization=None if quantization is None else quantization.as_dict(),
     )
     path = write_json(report, directory)
-    write_html(report, directory, None if localization is None else localization.describe())
+    where = localization or quantization
+    write_html(report, directory, None if where is None else where.describe())
     return path
 
 

@@ -47,6 +47,7 @@ class ArtifactChecker(Checker):
         super().__init__(replace(pair, gradients=False), policy, precision=artifact.precision)
         self.artifact = artifact
         self.framework = self.framework.exported(artifact)
+        self.framework.notes = self.notes  # what running the file found, said with the verdict
         self.notes.append(OUTPUTS_ONLY_NOTE.format(artifact=artifact.name))
 
     def fresh(self) -> ArtifactChecker:

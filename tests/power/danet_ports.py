@@ -83,6 +83,19 @@ class MaxPoolSamePadding(_DANet):
     backbone_class = _SameMaxPoolBackbone
 
 
+class _InfinitePaddedMaxPoolBackbone(DilatedResNet):
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.maxpool.pad_value = float("-inf")
+
+
+class MaxPoolPaddedWithInfinity(_DANet):
+    """The stem's max pool padded with -inf, as PyTorch pads ``MaxPool2d(padding=1)``:
+    exact in float, and in an int8 file the pad's range is calibrated with its input's."""
+
+    backbone_class = _InfinitePaddedMaxPoolBackbone
+
+
 class _DilatedFirstBlockBackbone(DilatedResNet):
     def build(self, input_shape):
         super().build(input_shape)

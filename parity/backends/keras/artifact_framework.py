@@ -14,6 +14,13 @@ from parity.backends.keras import export
 from parity.core.artifacts import Artifact
 from parity.core.errors import PortCrashed
 
+DELEGATE_NOTE_START = "LiteRT's default delegate"
+DELEGATE_NOTE = (
+    "{artifact}: " + DELEGATE_NOTE_START + " (XNNPACK) will not run this file (first: "
+    "{error}); users running it with the default interpreter get that error. Run here with "
+    "LiteRT's built-in kernels instead"
+)
+
 
 class ArtifactFramework:
     """Wraps the framework a port is built in; everything but running it is that one's."""
@@ -24,6 +31,7 @@ class ArtifactFramework:
         self.artifact = artifact
         self.name = f"{framework.name}, exported as {artifact.name}"
         self.last_steps: tuple[float, ...] = ()  # an int8 file's output steps, last forward
+        self.notes: list[str] = []  # said with the verdict (the checker shares its list)
 
     def __getattr__(self, name):
         return getattr(self._framework, name)
@@ -38,7 +46,14 @@ class ArtifactFramework:
             path = self._exported(layer, x, directory)
             if self.artifact.quantized:
                 self.last_steps = export.output_steps(path)
-            return export.run(self.artifact, path, x)
+            try:
+                return export.run(self.artifact, path, x)
+            except export.DelegateRefused as refused:
+                if not any(DELEGATE_NOTE_START in note for note in self.notes):
+                    self.notes.append(
+                        DELEGATE_NOTE.format(artifact=self.artifact.name, error=refused)
+                    )
+                return export.run(self.artifact, path, x, delegate=False)
 
     def intermediates(self, layer, x: np.ndarray):
         with tempfile.TemporaryDirectory(prefix="parity-export-") as directory:

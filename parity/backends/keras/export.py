@@ -79,8 +79,16 @@ def _converters_quiet():
 
 
 def export(layer, x: np.ndarray, artifact: Artifact, directory: str) -> str:
-    """``layer`` exported for inputs of ``x``'s shape into ``directory``; its path."""
+    """``layer`` exported for inputs of ``x``'s shape into ``directory``; its path. A Keras 3
+    layer through ``Model.export``; any other TensorFlow callable (a tf.keras 2 layer, a
+    converter's model) through the same steps by TensorFlow's own tools."""
     import keras
+
+    path = os.path.join(directory, f"port{artifact.suffix}")
+    if not isinstance(layer, keras.layers.Layer):
+        with _converters_quiet():
+            _export_tensorflow(layer, x, artifact, path, directory)
+        return path
 
     class Serving(keras.Model):
         def __init__(self, port):
@@ -92,7 +100,6 @@ def export(layer, x: np.ndarray, artifact: Artifact, directory: str) -> str:
                 return self.port(inputs, training=True)
             return self.port(inputs)
 
-    path = os.path.join(directory, f"port{artifact.suffix}")
     signature = [keras.InputSpec(shape=x.shape, dtype="float32")]
     serving = Serving(layer)
     serving(x)  # built, as export requires
@@ -107,8 +114,59 @@ def export(layer, x: np.ndarray, artifact: Artifact, directory: str) -> str:
     return path
 
 
-def run(artifact: Artifact, path: str, x: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The artifact's outputs on ``x``, run by its runtime."""
+class DelegateRefused(RuntimeError):
+    """LiteRT's default delegate (XNNPACK) would not prepare the file: users running it
+    with the default interpreter get this error."""
+
+
+def _export_tensorflow(layer, x: np.ndarray, artifact: Artifact, path: str, directory: str):
+    """What ``Model.export`` does, for a callable of another Keras: a SavedModel of one
+    ``serve`` function at the example's shape; the TFLite converter on that SavedModel with
+    Keras' settings; tf2onnx on the function."""
+    import tensorflow as tf
+
+    spec = tf.TensorSpec(x.shape, tf.float32)
+    module = tf.Module()
+    module.port = layer  # its variables, tracked
+
+    @tf.function(input_signature=[spec])
+    def serve(inputs):
+        return layer(inputs, training=True) if artifact.training else layer(inputs)
+
+    module.serve = serve
+    if artifact.runtime == "onnxruntime":
+        import tf2onnx
+        from keras.src.export.tf2onnx_lib import patch_tf2onnx
+
+        patch_tf2onnx()  # as Model.export does: tf2onnx 1.17 predates NumPy 2
+        tf2onnx.convert.from_function(serve, [spec], output_path=path)
+        return
+    saved = path if artifact.runtime == "saved_model" else os.path.join(directory, "saved")
+    tf.saved_model.save(module, saved)
+    if artifact.runtime == "saved_model":
+        return
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.TFLITE_BUILTINS,
+        tf.lite.OpsSet.SELECT_TF_OPS,
+    ]
+    converter.experimental_enable_resource_variables = True
+    for name, value in CONVERTER_OPTIONS[artifact.quantization](x).items():
+        if name == "target_spec":
+            for key, setting in value.items():
+                setattr(converter.target_spec, key, setting)
+        else:
+            setattr(converter, name, value)
+    with open(path, "wb") as file:
+        file.write(converter.convert())
+
+
+def run(
+    artifact: Artifact, path: str, x: np.ndarray, delegate: bool = True
+) -> tuple[np.ndarray, ...]:
+    """The artifact's outputs on ``x``, run by its runtime; ``delegate``: a TFLite file with
+    LiteRT's default delegate (DelegateRefused where it will not take the file), else with
+    LiteRT's built-in kernels alone."""
     with _converters_quiet():
         if artifact.runtime == "saved_model":
             import tensorflow as tf
@@ -118,7 +176,15 @@ def run(artifact: Artifact, path: str, x: np.ndarray) -> tuple[np.ndarray, ...]:
             several = isinstance(outputs, (list, tuple))
             return tuple(np.asarray(y) for y in (outputs if several else [outputs]))
         if artifact.runtime == "litert":
-            return _litert_outputs(_interpreter(path), x)
+            if not delegate:
+                return _litert_outputs(_interpreter(path, delegate=False), x)
+            try:
+                interpreter = _interpreter(path)
+            except RuntimeError as error:
+                if "delegate" not in str(error).lower():  # not the delegate's refusal
+                    raise
+                raise DelegateRefused(" ".join(str(error).split())) from error
+            return _litert_outputs(interpreter, x)
         session = _onnx_session(path)
         return tuple(session.run(None, {session.get_inputs()[0].name: x}))
 
@@ -135,15 +201,15 @@ def tensors(artifact: Artifact, path: str, x: np.ndarray) -> list[PortValue] | N
         return _saved_model_tensors(path, x)
 
 
-def _interpreter(path: str, preserve: bool = False):
+def _interpreter(path: str, preserve: bool = False, delegate: bool = True):
     """The LiteRT interpreter users run; ``preserve``: every intermediate tensor kept, and
     no delegate (XNNPACK's kernels would compute whole subgraphs without them)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    if preserve:
+    if preserve or not delegate:
         interpreter = Interpreter(
             model_path=path,
-            experimental_preserve_all_tensors=True,
+            experimental_preserve_all_tensors=preserve,
             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
         )
     else:
@@ -172,7 +238,7 @@ def output_steps(path: str) -> tuple[float, ...]:
     """Each output's quantization step in an int8 file with float outputs: the scale of the
     int8 tensor that its final DEQUANTIZE reads (0 where an output is not quantized)."""
     with _converters_quiet():
-        interpreter = _interpreter(path)
+        interpreter = _interpreter(path, delegate=False)
     details = {d["index"]: d for d in interpreter.get_tensor_details()}
     made_by = {}
     for op in _operations(interpreter):
@@ -203,8 +269,9 @@ def _litert_tensors(path: str, x: np.ndarray) -> list[PortValue]:
     (given,) = interpreter.get_input_details()
     interpreter.set_tensor(given["index"], x)
     interpreter.invoke()
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
     # A fused operation's tensor is named by every operation fused into it, joined by ";".
-    names = {d["index"]: d["name"].split(";")[0] for d in interpreter.get_tensor_details()}
+    names = {index: d["name"].split(";")[0] for index, d in details.items()}
     index_of = {given["index"]: 0}
     values = [PortValue(0, given["name"], "input", np.asarray(x, np.float64), "", "", ())]
     for op in _operations(interpreter):
@@ -212,22 +279,25 @@ def _litert_tensors(path: str, x: np.ndarray) -> list[PortValue]:
         if not reads:  # an operation on constants alone (a dequantized weight)
             continue
         for tensor in op["outputs"]:
-            value = interpreter.get_tensor(tensor)
-            if not np.issubdtype(value.dtype, np.floating):
+            value, step = _dequantized(interpreter.get_tensor(tensor), details[tensor])
+            if value is None:
                 continue
             index_of[tensor] = len(values)
             values.append(
-                PortValue(
-                    len(values),
-                    names[tensor],
-                    op["op_name"],
-                    np.asarray(value, np.float64),
-                    "",
-                    "",
-                    reads,
-                )
+                PortValue(len(values), names[tensor], op["op_name"], value, "", "", reads, step)
             )
     return values
+
+
+def _dequantized(value: np.ndarray, detail: dict) -> tuple[np.ndarray | None, float]:
+    """A tensor's real values and its quantization step (0 for a float tensor); None for an
+    integer tensor that holds no real values (a shape, an index)."""
+    if np.issubdtype(value.dtype, np.floating):
+        return np.asarray(value, np.float64), 0.0
+    scale, zero_point = detail["quantization"]
+    if not scale:
+        return None, 0.0
+    return (value.astype(np.float64) - zero_point) * scale, float(scale)
 
 
 def _onnx_session(path: str, model=None):

@@ -355,8 +355,6 @@ def validate_check(args) -> None:
         _converted_port(args)
     if args.export and args.train:
         raise UsageError("--export checks an artifact's outputs; --train needs the port itself")
-    if args.export and port_keras_major(args) == "2":
-        raise UsageError(f"--export {args.export} exports Keras 3 ports; this one is Keras 2's")
     modules = [] if args.spec else (args.modules or registry.names())
     check_names(tuple(args.modules), args.variant)
     if args.example is not None:

@@ -195,10 +195,15 @@ def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
         raise
     finally:
         progress.close()
+    trace = None
     if getattr(checker, "measured", None):
+        from parity.diagnosis.quantization import int8_trace
         from parity.run.exported import int8_table
 
         print(int8_table(checker.measured, pair.name), file=out)
+        trace = int8_trace(checker)
+        if trace is not None:
+            print(trace.describe(), file=out)
     elif outcome.worst:
         print(_table(outcome, checker.policy, checker.precision), file=out)
     diagnosis = localization = None
@@ -232,6 +237,7 @@ def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
             if counterexample is None
             else replay_command(args, pair.name, counterexample),
             localization=localization,
+            quantization=trace,
         )
         print(f"{pair.name}: report written to {path}", file=out)
     return outcome.passed
