@@ -33,9 +33,9 @@ BUDGET_BITS = 2.0
 
 @dataclass(frozen=True)
 class LineInFile:
-    """One line of the reference and the file's tensor that holds it best (the least
-    largest error, up to layout); ``tensor`` None where no tensor holds it better than
-    zeros would (a line the converter fused away)."""
+    """One line of the reference and the file's tensor that holds it (``_held_by``);
+    ``tensor`` None where no tensor holds it as well as zeros would (a line the converter
+    fused away)."""
 
     step: Step
     tensor: PortValue | None
