@@ -203,7 +203,8 @@ def tensors(artifact: Artifact, path: str, x: np.ndarray) -> list[PortValue] | N
 
 def _interpreter(path: str, preserve: bool = False, delegate: bool = True):
     """The LiteRT interpreter users run; ``preserve``: every intermediate tensor kept, and
-    no delegate (XNNPACK's kernels would compute whole subgraphs without them)."""
+    no delegate (XNNPACK's kernels would compute whole subgraphs without them);
+    ``delegate`` False: LiteRT's built-in kernels alone."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     if preserve or not delegate:
