@@ -94,8 +94,8 @@ class TorchConv2D(_Conv2D):
 
 @keras.saving.register_keras_serializable(package="danet_parity")
 class TorchMaxPool2D(keras.layers.Layer):
-    """PyTorch's ``MaxPool2d(3, stride=2, padding=1)``: padded with ``pad_value`` (never
-    picked), then a "valid" window. -inf for any input; where the input is a ReLU's output,
+    """PyTorch's ``MaxPool2d(3, stride=2, padding=1)``: padded with ``pad_value``, then a
+    "valid" window. -inf (never picked) for any input; where the input is a ReLU's output,
     0 computes the same (every window holds an input value, and all of them are >= 0) and
     keeps the padding inside the values' range: an int8 converter calibrates the pad's
     range with its input's and an infinite pad leaves the tensor no step to hold them with.

@@ -121,6 +121,7 @@ def test_nobuco_converts_the_bundled_modules_faithfully(module, examples):
 
 
 @nobuco_installed
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="nobuco writes tf.keras")
 @pytest.mark.skipif(
     importlib.util.find_spec("ai_edge_litert") is None, reason="the export extra is not installed"
 )

@@ -2,6 +2,7 @@
 passes against the float64 reference, a user's port passes from its module, and planted
 export bugs are rejected for their reason and located inside the artifact."""
 
+import json
 import sys
 from dataclasses import replace
 
@@ -134,6 +135,11 @@ def test_an_int8_report_page_says_it_is_a_measurement(capsys, tmp_path):
     assert status == 0, out + err
     page = (tmp_path / "cam" / "report.html").read_text()
     assert "measured, not judged" in page
+    assert "Where the int8 file loses precision" in page
+    traced = json.loads((tmp_path / "cam" / "report.json").read_text())["quantization"]
+    assert traced["lines"] and traced["budget_bits"] == 2.0, traced
+    held = [line for line in traced["lines"] if line["tensor"] is not None]
+    assert held and all(line["bits_kept"] > 0 for line in held), traced
 
 
 def test_a_file_the_default_delegate_refuses_is_run_without_it_and_said(monkeypatch):

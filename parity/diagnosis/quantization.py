@@ -35,7 +35,7 @@ BUDGET_BITS = 2.0
 class LineInFile:
     """One line of the reference and the file's tensor that holds it (``_held_by``);
     ``tensor`` None where no tensor holds it as well as zeros would (a line the converter
-    fused away)."""
+    fused away, or one lost entirely: the verdict lines say how many)."""
 
     step: Step
     tensor: PortValue | None
@@ -46,7 +46,10 @@ class LineInFile:
 
     def describe(self) -> str:
         if self.tensor is None:
-            return f"{self._line()}: not held by any tensor of the file (fused)"
+            return (
+                f"{self._line()}: no tensor of the file holds it better than zeros would "
+                "(fused away, or lost)"
+            )
         held = f"{self.tensor.op} `{self.tensor.name}`"
         if self.tensor.quantization_step:
             held += f", largest error {self.max_steps:.3g} of its steps"
@@ -103,10 +106,19 @@ class QuantizationTrace:
                 f"  ({len(self.lines)} lines; --report writes each to report.json's `quantization`)"
             )
         first = self.first_past_budget
-        if first is None:
-            rows.append(f"  every line keeps {self.budget_bits:g} bits or more")
+        held = [line for line in self.lines if line.tensor is not None]
+        unheld = len(self.lines) - len(held)
+        besides = f" ({unheld} held by no tensor of the file)" if unheld else ""
+        if not held:
+            rows.append("  no line of the reference is held by a tensor of the file")
+        elif first is None:
+            rows.append(
+                f"  every line the file holds keeps {self.budget_bits:g} bits or more{besides}"
+            )
         else:
-            rows.append(f"  first line past the budget: {first.step.describe()} {_held(first)}")
+            rows.append(
+                f"  first line past the budget: {first.step.describe()} {_held(first)}{besides}"
+            )
         most = self.most_lost
         if most is not None and most is first:
             rows[-1] += f"; it loses the most bits of any line ({most.bits + most.lost:.2g} -> "
@@ -126,16 +138,19 @@ class QuantizationTrace:
                 "source": held.step.source,
                 "tensor": None if tensor is None else {"op": tensor.op, "name": tensor.name},
                 "quantization_step": None if tensor is None else tensor.quantization_step,
-                "bits_kept": None if math.isinf(held.bits) else held.bits,
-                "max_error_in_steps": None if math.isnan(held.max_steps) else held.max_steps,
+                "exact": tensor is not None and math.isinf(held.bits),
+                "bits_kept": _number(held.bits),
+                "bits_lost": _number(held.lost),
+                "max_error_in_steps": _number(held.max_steps),
             }
 
-        first = self.first_past_budget
+        first, most = self.first_past_budget, self.most_lost
         return {
             "example": self.example._asdict(),
             "budget_bits": self.budget_bits,
             "lines": [line(held) for held in self.lines],
             "first_past_budget": None if first is None else line(first),
+            "most_lost": None if most is None else line(most),
         }
 
 
@@ -145,6 +160,12 @@ def _held(line: LineInFile) -> str:
         f"({_bits(line.bits)}, in the file's {line.tensor.op} `{line.tensor.name}`)"
         f"{': ' + why if why else ''}"
     )
+
+
+def _number(value: float) -> float | None:
+    """JSON's: None for what has no finite value (an exact line's bits, a float tensor's
+    steps, a line held by no tensor)."""
+    return value if math.isfinite(value) else None
 
 
 def _bits(bits: float) -> str:
@@ -162,10 +183,12 @@ def quantization_trace(checker: Checker, example: Example) -> QuantizationTrace 
     """Each line of the reference's forward pass on ``example``, held by the int8 file's
     tensors; None where the file's tensors cannot be listed or the pass is too long."""
     data = checker.example_data(example)
+    steps = checker.references.steps(example.channels, data)
+    if len(steps) > MAX_STEPS:  # before paying for an export
+        return None
     x, instance, _, _ = checker.loaded_port(example, data)
     values = checker.framework.intermediates(instance.layer, x)
-    steps = checker.references.steps(example.channels, data)
-    if values is None or len(steps) > MAX_STEPS:
+    if values is None:
         return None
     sizes = (example.batch, example.channels, example.height, example.width)
     aliases = relayout_aliases(steps, sizes)
@@ -189,8 +212,9 @@ def quantization_trace(checker: Checker, example: Example) -> QuantizationTrace 
         ]
         with np.errstate(all="ignore"):
             line = _held_by(step, candidates, sizes)
-        kept = [line.bits for line in inputs]
-        lost = min(kept) - line.bits if kept and line.tensor is not None else math.nan
+        kept = [i.bits for i in inputs if math.isfinite(i.bits)]
+        finite = line.tensor is not None and math.isfinite(line.bits)
+        lost = min(kept) - line.bits if kept and finite else math.nan
         held[step.index] = replace(line, lost=lost)
     return QuantizationTrace(example, tuple(held.values()))
 
@@ -222,7 +246,7 @@ def _held_by(step: Step, values: list[PortValue], sizes) -> LineInFile:
             error = min(errors, key=lambda e: float(np.mean(e**2)))
             near.append((float(np.sqrt(np.mean(error**2))), float(np.max(error)), value))
     near = [n for n in near if n[0] <= value_rms]
-    if not near or value_rms == 0:
+    if not near or not 0 < value_rms < math.inf:  # zeros, or a truth that overflowed
         return LineInFile(step, None, -math.inf, math.nan, value_rms)
     nearest = min(rms for rms, _, _ in near)
     best_rms, largest, best = next(n for n in near if n[0] <= 2 * nearest)

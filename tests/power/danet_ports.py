@@ -13,6 +13,9 @@ the trap and nothing else:
   and 2) is invisible while the feature map is 1x1 (input sides up to 8).
 - Half-pixel bilinear resizing (``align_corners=False``) is invisible from a 1x1 map too.
 - BatchNorm at Keras' default epsilon, 1e-3, everywhere in the backbone.
+
+``MaxPoolPaddedWithInfinity`` is no float trap: exact in float, it is an int8 file's
+(``tests/test_export.py``).
 """
 
 from __future__ import annotations

@@ -49,11 +49,12 @@ class ArtifactFramework:
             try:
                 return export.run(self.artifact, path, x)
             except export.DelegateRefused as refused:
+                outputs = export.run(self.artifact, path, x, delegate=False)
                 if not any(DELEGATE_NOTE_START in note for note in self.notes):
                     self.notes.append(
                         DELEGATE_NOTE.format(artifact=self.artifact.name, error=refused)
                     )
-                return export.run(self.artifact, path, x, delegate=False)
+                return outputs
 
     def intermediates(self, layer, x: np.ndarray):
         with tempfile.TemporaryDirectory(prefix="parity-export-") as directory:

@@ -115,7 +115,7 @@ def export(layer, x: np.ndarray, artifact: Artifact, directory: str) -> str:
 
 
 class DelegateRefused(RuntimeError):
-    """LiteRT's default delegate (XNNPACK) would not prepare the file: users running it
+    """LiteRT's default delegate, XNNPACK, would not prepare the file: users running it
     with the default interpreter get this error."""
 
 
@@ -181,7 +181,7 @@ def run(
             try:
                 interpreter = _interpreter(path)
             except RuntimeError as error:
-                if "delegate" not in str(error).lower():  # not the delegate's refusal
+                if "xnnpack" not in str(error).lower():  # not XNNPACK's refusal
                     raise
                 raise DelegateRefused(" ".join(str(error).split())) from error
             return _litert_outputs(interpreter, x)
@@ -190,7 +190,8 @@ def run(
 
 
 def tensors(artifact: Artifact, path: str, x: np.ndarray) -> list[PortValue] | None:
-    """Every floating tensor the artifact computes on ``x``, in the order computed, named by
+    """Every real-valued tensor the artifact computes on ``x`` (an int8 tensor dequantized,
+    with its step), in the order computed, named by
     the artifact's own names (TFLite's tensors, ONNX's node outputs; a SavedModel's graph
     operations); each reads the values of the tensors its operation takes."""
     with _converters_quiet():

@@ -201,9 +201,19 @@ def run_module(pair, args, report_dir: Path | None, out=None) -> bool:
         from parity.run.exported import int8_table
 
         print(int8_table(checker.measured, pair.name), file=out)
-        trace = int8_trace(checker)
-        if trace is not None:
-            print(trace.describe(), file=out)
+        try:
+            trace = int8_trace(checker)
+        except Exception as error:  # the measurement stands without it
+            print(f"{pair.name}: the int8 file's lines were not traced: {error}", file=out)
+        else:
+            if trace is None:
+                print(
+                    f"{pair.name}: the int8 file's lines were not traced (a forward pass of "
+                    "over 120 lines, or a file whose tensors cannot be listed)",
+                    file=out,
+                )
+            else:
+                print(trace.describe(), file=out)
     elif outcome.worst:
         print(_table(outcome, checker.policy, checker.precision), file=out)
     diagnosis = localization = None
