@@ -205,10 +205,16 @@ def quantization_trace(checker: Checker, example: Example) -> QuantizationTrace 
             continue
         inputs = [held.get(source(p)) for p in step.parents]
         inputs = [line for line in inputs if line is not None and line.tensor is not None]
-        # Computed from the tensors that hold its inputs: not a look-alike elsewhere in
-        # the file (a convolution's output that an attention over nothing averages to).
+        # Computed from the tensors that hold its inputs, and not one of them in any
+        # layout: not a look-alike elsewhere in the file (a convolution's output that an
+        # attention over nothing averages to), nor an input passed off as the line (x, or
+        # x reshaped, for gamma * out + x).
+        held_inputs = [line.tensor for line in inputs]
         candidates = [
-            v for v in values[1:] if all(v.index in below[line.tensor.index] for line in inputs)
+            v
+            for v in values[1:]
+            if all(v.index in below[h.index] for h in held_inputs)
+            and not any(_relaid_tensor(v, h) for h in held_inputs)
         ]
         with np.errstate(all="ignore"):
             line = _held_by(step, candidates, sizes)
@@ -217,6 +223,13 @@ def quantization_trace(checker: Checker, example: Example) -> QuantizationTrace 
         lost = min(kept) - line.bits if kept and finite else math.nan
         held[step.index] = replace(line, lost=lost)
     return QuantizationTrace(example, tuple(held.values()))
+
+
+def _relaid_tensor(value: PortValue, other: PortValue) -> bool:
+    """``value`` holds ``other``'s numbers, moved about (itself, a reshape, a transpose)."""
+    return value.value.size == other.value.size and np.array_equal(
+        np.sort(value.value, axis=None), np.sort(other.value, axis=None)
+    )
 
 
 def _descendants(values: list[PortValue]) -> dict[int, set[int]]:
